@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_clip_features.ipynb #278cbbad
 from __future__ import annotations
-import json, math, random, time
+import json, math, random, time, itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,8 +15,10 @@ from .tasks import Task, TaskSplit, MetaDataset
 from . import meta_shapes as ms
 
 # %% auto #0
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'ClipConfig', 'to_uint8', 'normalize_images', 'build_tiny_clip', 'clip_tokenizer',
-           'pretraining_pool', 'training_texts', 'clip_loss', 'train_tiny_clip', 'Bundle', 'load_pretrained_clip',
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'ClipConfig', 'to_uint8', 'normalize_images', 'build_tiny_clip',
+           'clip_tokenizer', 'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots',
+           'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
+           'clip_loss', 'pretrain_image_tower', 'tune_text_tower', 'train_tiny_clip', 'Bundle', 'load_pretrained_clip',
            'load_clip', 'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch',
            'Features', 'extract_features', 'metashapes_features']
 
@@ -28,39 +30,44 @@ class ClipConfig(ConfigBase):
     pretrained: str = ''           # open_clip pretrained tag ('openai') or a local checkpoint path; '' for tiny
     embed_dim: int = 64            # d: the joint embedding width (tiny only)
     image_size: int = 48           # input side R (tiny only; pretrained models use their own)
-    patch_size: int = 8
+    patch_size: int = 24           # 24 on 48 px: a 2x2 grid of patches, one per quadrant of the scene
     vision_width: int = 128
     vision_layers: int = 3
-    text_width: int = 128
-    text_layers: int = 3
+    text_width: int = 64
+    text_layers: int = 2
     heads: int = 4
-    context_length: int = 48
-    steps: int = 700               # training steps (tiny only)
+    context_length: int = 40       # tokens; the longest caption (four objects) takes 38
+    image_steps: int = 2000        # stage 1: supervised pretraining of the image tower
+    text_steps: int = 1300         # stage 2: contrastive tuning of the text tower, image tower locked
+    count_weight: float = 0.3      # weight of the count heads beside the conjunction heads in stage 1
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
-    n_scenes: int = 8000           # pretraining scenes (rendered once, new texts every pass)
-    p_caption: float = 0.5         # share of captions among training texts; the rest are question-answer sentences
+    n_scenes: int = 12000          # pretraining scenes, rendered once; 10 % are held out to score stage 1
+    p_caption: float = 0.3         # share of captions among training texts; the rest are statements
+    hard_negatives: bool = True    # add, for every statement, the same statement with a wrong answer
     seed: int = 0
 
     def validate(self):
         self.check_positive('embed_dim', 'image_size', 'patch_size', 'vision_width', 'vision_layers', 'text_width',
-                            'text_layers', 'heads', 'context_length', 'steps', 'batch_size', 'lr', 'n_scenes')
-        self.check_nonneg('weight_decay'); self.check_range('p_caption', 0, 1)
+                            'text_layers', 'heads', 'context_length', 'image_steps', 'text_steps', 'batch_size', 'lr',
+                            'n_scenes')
+        self.check_nonneg('weight_decay', 'count_weight'); self.check_range('p_caption', 0, 1)
         if self.model == 'tiny':
             if self.image_size % self.patch_size: self._fail('image_size', f'must be a multiple of patch_size={self.patch_size}')
             for w in ('vision_width', 'text_width'):
                 if getattr(self, w) % self.heads: self._fail(w, f'must be a multiple of heads={self.heads}')
+            if self.n_scenes < 20: self._fail('n_scenes', 'must be >= 20 (10 % are held out)')
         elif not self.pretrained:
             self._fail('pretrained', f"model {self.model!r} needs a pretrained tag (e.g. 'openai') or a checkpoint path")
 
     @classmethod
-    def tiny(cls): return cls(embed_dim=32, image_size=32, vision_width=64, vision_layers=2, text_width=64,
-                              text_layers=2, context_length=40, steps=40, batch_size=64, n_scenes=600)
+    def tiny(cls): return cls(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=2,
+                              text_width=32, text_layers=1, image_steps=40, text_steps=40, batch_size=64, n_scenes=600)
     @classmethod
     def default(cls): return cls()
     @classmethod
-    def paper(cls): return cls(model='ViT-L-14-336', pretrained='openai', steps=1, n_scenes=1)
+    def paper(cls): return cls(model='ViT-L-14-336', pretrained='openai')
 
 # %% ../nbs/03_clip_features.ipynb #401ba05d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -78,12 +85,12 @@ def normalize_images(x:torch.Tensor) -> torch.Tensor:
     return (x.float() / 255 - mean) / std
 
 # %% ../nbs/03_clip_features.ipynb #c236a10c
-def build_tiny_clip(cfg:ClipConfig):
-    "An untrained open_clip `CLIP` with the tiny sizes of `cfg`."
+def build_tiny_clip(cfg:ClipConfig, vocab_size:int):
+    "An untrained open_clip `CLIP` with the tiny sizes of `cfg` and a text vocabulary of `vocab_size` tokens."
     from open_clip.model import CLIP, CLIPVisionCfg, CLIPTextCfg
     vision = CLIPVisionCfg(layers=cfg.vision_layers, width=cfg.vision_width, head_width=cfg.vision_width // cfg.heads,
                            patch_size=cfg.patch_size, image_size=cfg.image_size, mlp_ratio=2.0)
-    text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=49408, width=cfg.text_width,
+    text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=vocab_size, width=cfg.text_width,
                        heads=cfg.heads, layers=cfg.text_layers, mlp_ratio=2.0)
     return CLIP(embed_dim=cfg.embed_dim, vision_cfg=vision, text_cfg=text)
 
@@ -93,7 +100,51 @@ def clip_tokenizer(context_length:int):
     tok = open_clip.get_tokenizer('ViT-B-32')
     return lambda texts: tok(texts, context_length=context_length)
 
+class ClosedVocabTokenizer:
+    "open_clip's byte-pair tokenizer re-indexed onto a closed vocabulary: known BPE ids become 1..n, every other id one UNK."
+    def __init__(self, bpe_ids:list[int],   # the BPE ids of the vocabulary, in order
+                 context_length:int):
+        import open_clip
+        self.bpe = open_clip.get_tokenizer('ViT-B-32')
+        self.bpe_ids, self.context_length = [int(i) for i in bpe_ids], context_length
+        n = len(self.bpe_ids)
+        self.unk, self.sot, self.eot = n + 1, n + 2, n + 3   # EOT must be the largest id: open_clip pools at argmax
+        self.lut = torch.full((self.bpe.vocab_size,), self.unk, dtype=torch.long)
+        self.lut[0] = 0
+        self.lut[torch.tensor(self.bpe_ids, dtype=torch.long)] = torch.arange(1, n + 1)
+        self.lut[self.bpe.sot_token_id], self.lut[self.bpe.eot_token_id] = self.sot, self.eot
+
+    @classmethod
+    def from_texts(cls, texts:list[str], context_length:int) -> 'ClosedVocabTokenizer':
+        "The vocabulary of every BPE token in `texts`."
+        import open_clip
+        bpe = open_clip.get_tokenizer('ViT-B-32')
+        ids = set(bpe(list(texts), context_length=512).flatten().tolist()) - {0, bpe.sot_token_id, bpe.eot_token_id}
+        return cls(sorted(ids), context_length)
+
+    @property
+    def vocab_size(self) -> int: return len(self.bpe_ids) + 4
+    def __call__(self, texts:list[str]) -> torch.Tensor:
+        "Token ids [len(texts), context_length]."
+        return self.lut[self.bpe(list(texts), context_length=self.context_length)]
+    def unknown_words(self, text:str) -> list[str]:
+        "Words of `text` that contain a token outside the vocabulary (they all read as one UNK token)."
+        return [w for w in text.split() if (self([w])[0] == self.unk).any()]
+
+def metashapes_texts() -> list[str]:
+    "Every sentence form of the Meta-Shapes world: questions, filled templates, and each object description."
+    out = []
+    for fam in ms.FAMILIES:
+        for ref in fam.referents():
+            out.append(fam.question_for(ref))
+            out += [fam.template_for(ref).replace('{}', a) for a in fam.answers]
+    objs = [ms.Obj(*v) for v in itertools.product(ms.SHAPES, ms.COLOURS, ms.SIZES, ms.POSITIONS)]
+    out += [o.describe() + ', and' for o in objs]
+    return out
+
 # %% ../nbs/03_clip_features.ipynb #d1341bfe
+SLOT_ATTRS = ('shape', 'colour', 'size')
+
 def pretraining_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torch.Tensor, list]:
     "(uint8 images [n_scenes, 3, R, R], scenes) for training the tiny CLIP."
     rng = random.Random(cfg.seed + 7919)
@@ -102,51 +153,154 @@ def pretraining_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torc
                         for s in progress(scenes, desc='rendering CLIP scenes')])
     return imgs, scenes
 
-def training_texts(scenes:list, rng:random.Random, p_caption:float, questions:set) -> list[str]:
-    "One true sentence per scene: a caption or a question-answer sentence from `questions`."
-    out = []
-    for s in scenes:
-        t = ms.qa_sentence(s, rng, questions=questions) if rng.random() >= p_caption else None
-        out.append(t or ms.caption(s, rng))
+def scene_slots(scenes:list) -> torch.Tensor:
+    "Slots [N, 4, 3] long: per quadrant (in `POSITIONS` order) the shape, colour and size index of its object, -1 if empty."
+    out = torch.full((len(scenes), len(ms.POSITIONS), len(SLOT_ATTRS)), -1, dtype=torch.long)
+    for n, s in enumerate(scenes):
+        for o in s: out[n, ms.POSITIONS.index(o.pos)] = torch.tensor([ms.ATTRIBUTES[a].index(o.get(a)) for a in SLOT_ATTRS])
     return out
 
+def n_conjunctions() -> int: return len(ms.SHAPES) * len(ms.COLOURS) * len(ms.SIZES) + 1
+
+def conjunction_labels(slots:torch.Tensor) -> torch.Tensor:
+    "Per quadrant the class of its (shape, colour, size) triple, or `n_conjunctions() - 1` if empty: [N, 4]."
+    s, c, z = slots.unbind(-1)
+    return torch.where(s >= 0, (s * len(ms.COLOURS) + c) * len(ms.SIZES) + z, n_conjunctions() - 1)
+
+def count_labels(slots:torch.Tensor, max_count:int=3) -> torch.Tensor:
+    "How many objects (0..max_count) have each shape, colour and size, and each colour-shape pair: [N, 5+6+3+30]."
+    s, c, z = slots.unbind(-1)
+    cols = [(s == k) for k in range(len(ms.SHAPES))] + [(c == k) for k in range(len(ms.COLOURS))]
+    cols += [(z == k) for k in range(len(ms.SIZES))]
+    cols += [(c == j) & (s == k) for j in range(len(ms.COLOURS)) for k in range(len(ms.SHAPES))]
+    return torch.stack([m.sum(1) for m in cols], 1).clamp(max=max_count)
+
+def statement_truth(slots:torch.Tensor,   # [N, 4, 3] from `scene_slots`
+                    fam:ms.Family, ref:dict, answer:str) -> torch.Tensor:
+    "bool [N]: is 'the answer to `fam`'s question about `ref` is `answer`' true of each scene? (`ms.answer`, vectorised)"
+    hit = slots[..., 0] >= 0                                   # [N, 4] quadrants whose object matches the referent
+    for k, v in ref.items():
+        if k == 'pos': hit = hit & (torch.arange(len(ms.POSITIONS)) == ms.POSITIONS.index(v))
+        else: hit = hit & (slots[..., SLOT_ATTRS.index(k)] == ms.ATTRIBUTES[k].index(v))
+    n = hit.sum(1)
+    if fam.asks == 'count': return n == int(answer)
+    if fam.asks == 'pos': return (n == 1) & hit[:, ms.POSITIONS.index(answer)]
+    val = slots[..., SLOT_ATTRS.index(fam.asks)] == ms.ATTRIBUTES[fam.asks].index(answer)
+    return (n == 1) & (hit & val).any(1)
+
+def sample_statement(scene:list, rng:random.Random, questions:set, tries:int=30):
+    "(family, referent, answer) of a random question in `questions` that is well posed on `scene`, or None."
+    for _ in range(tries):
+        fam = rng.choice(ms.FAMILIES)
+        ref = {a: rng.choice(ms.ATTRIBUTES[a]) for a in fam.referent}
+        if rng.random() < 0.7:   # mostly about an object that is there
+            o = rng.choice(scene); ref = {a: o.get(a) for a in fam.referent}
+        if fam.question_for(ref) not in questions: continue
+        if (a := ms.answer(fam, ref, scene)) is not None: return fam, ref, a
+    return None
+
+def say(fam:ms.Family, ref:dict, answer:str) -> str:
+    "The declarative sentence of a statement: the question's template filled with `answer`."
+    return fam.template_for(ref).replace('{}', answer)
+
 # %% ../nbs/03_clip_features.ipynb #46cee4a5
-def clip_loss(img_f:torch.Tensor, txt_f:torch.Tensor, scale:torch.Tensor) -> torch.Tensor:
-    "Symmetric InfoNCE between normalized image and text features [N, d] at logit scale `scale`."
+def clip_loss(img_f:torch.Tensor,   # [N, d] normalized image features
+              txt_f:torch.Tensor,   # [M, d] normalized text features
+              scale:torch.Tensor,   # logit scale s
+              pos:torch.Tensor|None=None  # [N, M] 1 where text j is true of image i; the identity (N = M) when None
+             ) -> torch.Tensor:
+    "Symmetric InfoNCE with soft targets spread over each row's and each column's positives."
     logits = scale * img_f @ txt_f.T
-    labels = torch.arange(len(img_f))
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    if pos is None: pos = torch.eye(len(img_f), len(txt_f))
+    pos = pos.float()
+    if (pos.sum(1) == 0).any(): raise ValueError("clip_loss: an image has no positive text")
+    i2t = -(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    has = pos.sum(0) > 0
+    p, l = pos[:, has], logits[:, has]
+    t2i = -(p / p.sum(0, keepdim=True) * l.log_softmax(0)).sum(0).mean()
+    return (i2t + t2i) / 2
 
 # %% ../nbs/03_clip_features.ipynb #c623e903
-def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, log_every:int=50):
-    "Train the tiny CLIP on Meta-Shapes scenes; returns (model, history of losses)."
-    set_seed(cfg.seed)
-    g = as_generator(cfg.seed)
-    rng = random.Random(cfg.seed)
+def _cosine_lr(step:int, total:int, peak:float, warm:int=50) -> float:
+    return peak * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+def _check(loss, stage, step, cfg_field):
+    if not torch.isfinite(loss): raise FloatingPointError(f"tiny CLIP {stage}: loss is {loss.item()} at step {step}; lower ClipConfig.{cfg_field}")
+
+def pretrain_image_tower(model, imgs:torch.Tensor, labels:torch.Tensor, counts:torch.Tensor, cfg:ClipConfig,
+                         g:torch.Generator, n_train:int) -> dict:
+    "Stage 1: train `model.visual` on images [N, 3, R, R] to predict each quadrant's conjunction (labels [N, 4]) and the counts [N, C]."
+    K = n_conjunctions(); n_slots = labels.shape[1]; n_counts = counts.shape[1]; KC = int(counts.max()) + 1
+    head = torch.nn.Linear(cfg.embed_dim, n_slots * K + n_counts * KC)
+    params = list(model.visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    embed = lambda x: F.normalize(model.visual(normalize_images(x)), dim=-1) * 10   # the unit sphere, scaled for the head
+    hist = {'loss': []}
+    model.visual.train()
+    for step in progress(range(cfg.image_steps), desc='tiny CLIP, stage 1: image tower'):
+        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.image_steps, cfg.lr)
+        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+        out = head(embed(imgs[idx]))
+        loss = (F.cross_entropy(out[:, :n_slots * K].reshape(-1, K), labels[idx].flatten())
+                + cfg.count_weight * F.cross_entropy(out[:, n_slots * K:].reshape(-1, KC), counts[idx].flatten()))
+        _check(loss, 'stage 1', step, 'lr')
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
+        hist['loss'].append(loss.item())
+    model.visual.eval()
+    with torch.no_grad():   # held-out accuracy of the conjunction head: how well the tower sees
+        out = torch.cat([head(embed(imgs[i:i + 512])) for i in range(n_train, len(imgs), 512)])
+    hist['heldout_conjunction_acc'] = (out[:, :n_slots * K].reshape(-1, n_slots, K).argmax(-1) == labels[n_train:]).float().mean().item()
+    hist['heldout_count_acc'] = (out[:, n_slots * K:].reshape(-1, n_counts, KC).argmax(-1) == counts[n_train:]).float().mean().item()
+    return hist
+
+def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, tok, cfg:ClipConfig,
+                    g:torch.Generator, rng:random.Random, questions:set, n_train:int) -> dict:
+    "Stage 2: train the text tower against locked image embeddings emb [N, d] (normalized) with the multi-positive loss."
+    params = [p for n, p in model.named_parameters() if not n.startswith('visual.')]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hist = {'loss': []}
+    model.transformer.train()
+    for step in progress(range(cfg.text_steps), desc='tiny CLIP, stage 2: text tower'):
+        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.text_steps, cfg.lr)
+        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+        texts, stmts = [], []
+        for i in idx.tolist():
+            st = sample_statement(scenes[i], rng, questions) if rng.random() >= cfg.p_caption else None
+            texts.append(say(*st) if st else ms.caption(scenes[i], rng)); stmts.append(st)
+        if cfg.hard_negatives:
+            for fam, ref, a in [st for st in stmts if st]:
+                wrong = (fam, ref, rng.choice([x for x in fam.answers if x != a]))
+                texts.append(say(*wrong)); stmts.append(wrong)
+        B = len(idx); pos = torch.zeros(B, len(texts)); pos[:, :B] = torch.eye(B)   # a caption is true of its own scene
+        for j, st in enumerate(stmts):
+            if st: pos[:, j] = statement_truth(slots[idx], *st).float()
+        txt = model.encode_text(tok(texts), normalize=True)
+        loss = clip_loss(emb[idx], txt, model.logit_scale.exp().clamp(max=100), pos)
+        _check(loss, 'stage 2', step, 'lr')
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
+        hist['loss'].append(loss.item())
+    model.eval()
+    return hist
+
+def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig):
+    "Train the tiny CLIP on Meta-Shapes scenes in two stages; returns (model, tokenizer, history)."
+    set_seed(cfg.seed); g = as_generator(cfg.seed); rng = random.Random(cfg.seed)
     train_q, _ = ms.split_questions(data_cfg)
     questions = {f.question_for(r) for f, r in train_q}
+    tok = ClosedVocabTokenizer.from_texts(metashapes_texts(), cfg.context_length)
     imgs, scenes = pretraining_pool(cfg, data_cfg)
-    model = build_tiny_clip(cfg); tok = clip_tokenizer(cfg.context_length)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    hist, n = [], len(imgs)
-    perm, pos = torch.randperm(n, generator=g), 0
-    model.train()
-    for step in progress(range(cfg.steps), desc='training tiny CLIP'):
-        if pos + cfg.batch_size > n: perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos:pos + cfg.batch_size]; pos += cfg.batch_size
-        texts = training_texts([scenes[i] for i in idx.tolist()], rng, cfg.p_caption, questions)
-        img_f = model.encode_image(normalize_images(imgs[idx]), normalize=True)
-        txt_f = model.encode_text(tok(texts), normalize=True)
-        loss = clip_loss(img_f, txt_f, model.logit_scale.exp().clamp(max=100))
-        opt.zero_grad(); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step(); sched.step()
-        hist.append(loss.item())
-        if not torch.isfinite(loss): raise FloatingPointError(f"tiny CLIP training: loss is {loss.item()} at step {step}; lower ClipConfig.lr")
-    model.eval()
-    return model, hist
+    slots = scene_slots(scenes); n_train = int(0.9 * len(scenes))
+    model = build_tiny_clip(cfg, tok.vocab_size)
+    t0 = time.time()
+    h1 = pretrain_image_tower(model, imgs, conjunction_labels(slots), count_labels(slots), cfg, g, n_train)
+    t1 = time.time()
+    with torch.no_grad():
+        emb = torch.cat([model.encode_image(normalize_images(imgs[i:i + 512]), normalize=True) for i in range(0, len(imgs), 512)])
+    h2 = tune_text_tower(model, emb, slots, scenes, tok, cfg, g, rng, questions, n_train)
+    hist = {'image_loss': h1['loss'], 'text_loss': h2['loss'], 'heldout_conjunction_acc': h1['heldout_conjunction_acc'],
+            'heldout_count_acc': h1['heldout_count_acc'],
+            'image_seconds': t1 - t0, 'text_seconds': time.time() - t1}
+    return model, tok, hist
 
 # %% ../nbs/03_clip_features.ipynb #583c49c4
 @dataclass
@@ -159,11 +313,12 @@ class Bundle(ConfigBase):
 def _build_tiny(bundle:Bundle, out:Path):
     cfg = ClipConfig.from_dict({k: v for k, v in bundle.parts['clip'].items() if k != 'class'})
     data_cfg = ms.MetaShapesConfig.from_dict({k: v for k, v in bundle.parts['data'].items() if k != 'class'})
-    t0 = time.time()
-    model, hist = train_tiny_clip(cfg, data_cfg)
+    model, tok, hist = train_tiny_clip(cfg, data_cfg)
     save_tensors(out/'tensors.safetensors', model.state_dict())
-    atomic_write_json(out/'history.json', hist)
-    return {'train_seconds': time.time() - t0, 'final_loss': float(np.mean(hist[-20:]))}
+    atomic_write_json(out/'tokenizer.json', {'bpe_ids': tok.bpe_ids, 'context_length': tok.context_length})
+    atomic_write_json(out/'history.json', hist, indent=None)
+    return {k: hist[k] for k in ('image_seconds', 'text_seconds', 'heldout_conjunction_acc', 'heldout_count_acc')} | {
+            'final_text_loss': float(np.mean(hist['text_loss'][-20:]))}
 
 def load_pretrained_clip(name:str, pretrained:str):
     "An open_clip model by name with pretrained weights (tag or local checkpoint path), in eval mode."
@@ -184,9 +339,11 @@ def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None):
     if cfg.model == 'tiny':
         if data_cfg is None: raise ConfigError("the tiny CLIP is trained on Meta-Shapes: pass its MetaShapesConfig")
         art = load_or_build('tiny_clip', Bundle.of(clip=cfg, data=data_cfg), _build_tiny)
-        model = build_tiny_clip(cfg)
+        t = art.json('tokenizer.json')
+        tok = ClosedVocabTokenizer(t['bpe_ids'], t['context_length'])
+        model = build_tiny_clip(cfg, tok.vocab_size)
         model.load_state_dict(art.tensors())
-        return model.eval(), clip_tokenizer(cfg.context_length), cfg.image_size
+        return model.eval(), tok, cfg.image_size
     import open_clip
     model = load_pretrained_clip(cfg.model, cfg.pretrained)
     size = model.visual.image_size
