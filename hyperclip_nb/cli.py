@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import *
 
 # %% auto #0
-__all__ = ['UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'main']
+__all__ = ['UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_bench', 'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='hyperclip_nb', description='Generate task-adapted network weights from a question: '
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
-    sub = p.add_subparsers(dest='command', metavar='{data,reproduce}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,bench}', parser_class=_Parser)
     d = sub.add_parser('data', help='write a Meta-Shapes dataset in the Meta-VQA format')
     d.add_argument('--dataset', choices=['metashapes'], default='metashapes')
     d.add_argument('--config', choices=list(PRESETS), default='default')
@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
     r.add_argument('--clip', default=None, help="CLIP: 'tiny' (Meta-Shapes) or an open_clip name such as ViT-L-14-336")
     r.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
-    for q in (d, r): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
+    b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
+    b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
+    for q in (d, r, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 # %% ../nbs/13_cli.ipynb #098b7bb0
@@ -80,6 +83,19 @@ def cmd_reproduce(args) -> int:
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 
+def cmd_bench(args) -> int:
+    "Measure every speed ratio side by side in one run; print a table and write it as JSON."
+    from hyperclip_nb.baselines import bench_maml_vmap
+    out = Path(args.out).expanduser()
+    if out.exists() and out.is_dir(): raise UsageError(f"--out {out} is a folder; pass a .json file path")
+    rows = {'maml_vmap_vs_loop': bench_maml_vmap(repeats=args.repeats)}
+    print('| measurement | vectorised (s) | loop (s) | ratio | max abs diff |\n|---|---|---|---|---|')
+    for k, r in rows.items():
+        print(f"| {k}: {r['what']} | {r['vmap_s']:.4f} | {r['loop_s']:.4f} | {r['speedup']:.1f}x | {r['max_abs_diff']:.1e} |")
+    atomic_write_json(out, rows)
+    print(f"wrote {out}")
+    return 0
+
 # %% ../nbs/13_cli.ipynb #eab71275
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `hyperclip_nb` console script."
@@ -87,8 +103,8 @@ def main(argv:list[str]|None=None) -> int:
     debug = '--debug' in argv
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None: raise UsageError("choose a command: data or reproduce (see hyperclip_nb --help)")
-        return {'data': cmd_data, 'reproduce': cmd_reproduce}[args.command](args)
+        if args.command is None: raise UsageError("choose a command: data, reproduce or bench (see hyperclip_nb --help)")
+        return {'data': cmd_data, 'reproduce': cmd_reproduce, 'bench': cmd_bench}[args.command](args)
     except HyperclipError as e:
         if debug: raise
         print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2
