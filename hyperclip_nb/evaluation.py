@@ -14,7 +14,8 @@ from . import meta_shapes as ms
 from .clip_features import (ClipConfig, Features, Bundle, metashapes_features, load_clip, extract_features,
                                         load_or_build)
 from .clip_adapter import AdapterConfig, zero_shot_clip, oracle_finetune, chance
-from .baselines import MultitaskConfig, fit_uncond_multitask, eval_shared_weights, MamlConfig, fit_mnet_maml
+from .baselines import (MultitaskConfig, fit_uncond_multitask, eval_shared_weights, MamlConfig, fit_mnet_maml,
+                                 CondMultitaskConfig, fit_cond_multitask, eval_hypernet)
 
 # %% auto #0
 __all__ = ['DATASETS', 'METHODS', 'DETERMINISTIC', 'stage_configs', 'summarize', 'MetaVQASource', 'dataset_features',
@@ -29,10 +30,10 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     cfgs = {'data': get_preset(ms.MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
             'adapter': get_preset(AdapterConfig, preset), 'multitask': get_preset(MultitaskConfig, preset),
-            'maml': get_preset(MamlConfig, preset)}
+            'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
-    for k in ('multitask', 'maml'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
+    for k in ('multitask', 'maml', 'cond_multitask'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
     return cfgs
 
 # %% ../nbs/12_evaluation.ipynb #cfcdc2e1
@@ -86,8 +87,12 @@ def _uncond_mnet_maml(feats, cfgs, seed):
     theta, _ = fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))
     return eval_shared_weights(theta, feats.tasks('meta_test'))
 
+def _cond_multitask(feats, cfgs, seed):
+    H, _ = fit_cond_multitask(feats, cfgs['cond_multitask'].replace(seed=seed))
+    return eval_hypernet(H, feats.tasks('meta_test'))
+
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
-           'uncond_mnet_maml': _uncond_mnet_maml}
+           'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask}
 DETERMINISTIC = {'zero_shot_clip'}   # the same for every seed: computed once
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
