@@ -46,13 +46,14 @@ class ClipConfig(ConfigBase):
     n_scenes: int = 12000          # pretraining scenes, rendered once; 10 % are held out to score stage 1
     p_caption: float = 0.3         # share of captions among training texts; the rest are statements
     hard_negatives: bool = True    # add, for every statement, the same statement with a wrong answer
+    statement_form: str = 'template'  # 'template': "the square is red" (the prompts' form); 'question': "what colour is the square? red"
     seed: int = 0
 
     def validate(self):
         self.check_positive('embed_dim', 'image_size', 'patch_size', 'vision_width', 'vision_layers', 'text_width',
                             'text_layers', 'heads', 'context_length', 'image_steps', 'text_steps', 'batch_size', 'lr',
                             'n_scenes')
-        self.check_nonneg('weight_decay', 'count_weight'); self.check_range('p_caption', 0, 1)
+        self.check_nonneg('weight_decay', 'count_weight'); self.check_choice('statement_form', ['template', 'question']); self.check_range('p_caption', 0, 1)
         if self.model == 'tiny':
             if self.image_size % self.patch_size: self._fail('image_size', f'must be a multiple of patch_size={self.patch_size}')
             for w in ('vision_width', 'text_width'):
@@ -199,9 +200,9 @@ def sample_statement(scene:list, rng:random.Random, questions:set, tries:int=30)
         if (a := ms.answer(fam, ref, scene)) is not None: return fam, ref, a
     return None
 
-def say(fam:ms.Family, ref:dict, answer:str) -> str:
-    "The declarative sentence of a statement: the question's template filled with `answer`."
-    return fam.template_for(ref).replace('{}', answer)
+def say(fam:ms.Family, ref:dict, answer:str, form:str='template') -> str:
+    "A statement as text: the question's template filled with `answer` ('template'), or the question then the answer."
+    return fam.template_for(ref).replace('{}', answer) if form == 'template' else f"{fam.question_for(ref)} {answer}"
 
 # %% ../nbs/03_clip_features.ipynb #46cee4a5
 def clip_loss(img_f:torch.Tensor,   # [N, d] normalized image features
@@ -266,11 +267,11 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
         texts, stmts = [], []
         for i in idx.tolist():
             st = sample_statement(scenes[i], rng, questions) if rng.random() >= cfg.p_caption else None
-            texts.append(say(*st) if st else ms.caption(scenes[i], rng)); stmts.append(st)
+            texts.append(say(*st, cfg.statement_form) if st else ms.caption(scenes[i], rng)); stmts.append(st)
         if cfg.hard_negatives:
             for fam, ref, a in [st for st in stmts if st]:
                 wrong = (fam, ref, rng.choice([x for x in fam.answers if x != a]))
-                texts.append(say(*wrong)); stmts.append(wrong)
+                texts.append(say(*wrong, cfg.statement_form)); stmts.append(wrong)
         B = len(idx); pos = torch.zeros(B, len(texts)); pos[:, :B] = torch.eye(B)   # a caption is true of its own scene
         for j, st in enumerate(stmts):
             if st: pos[:, j] = statement_truth(slots[idx], *st).float()
