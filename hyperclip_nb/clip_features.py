@@ -16,11 +16,11 @@ from . import meta_shapes as ms
 
 # %% auto #0
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'ClipConfig', 'to_uint8', 'normalize_images', 'build_tiny_clip',
-           'clip_tokenizer', 'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots',
-           'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
-           'clip_loss', 'pretrain_image_tower', 'tune_text_tower', 'train_tiny_clip', 'Bundle', 'load_pretrained_clip',
-           'load_clip', 'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch',
-           'Features', 'extract_features', 'metashapes_features']
+           'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots', 'n_conjunctions',
+           'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say', 'clip_loss',
+           'pretrain_image_tower', 'tune_text_tower', 'train_tiny_clip', 'Bundle', 'load_pretrained_clip', 'load_clip',
+           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
+           'extract_features', 'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #6e4a6168
 @dataclass
@@ -94,12 +94,6 @@ def build_tiny_clip(cfg:ClipConfig, vocab_size:int):
     text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=vocab_size, width=cfg.text_width,
                        heads=cfg.heads, layers=cfg.text_layers, mlp_ratio=2.0)
     return CLIP(embed_dim=cfg.embed_dim, vision_cfg=vision, text_cfg=text)
-
-def clip_tokenizer(context_length:int):
-    "open_clip's byte-pair tokenizer, padding or truncating to `context_length` tokens."
-    import open_clip
-    tok = open_clip.get_tokenizer('ViT-B-32')
-    return lambda texts: tok(texts, context_length=context_length)
 
 class ClosedVocabTokenizer:
     "open_clip's byte-pair tokenizer re-indexed onto a closed vocabulary: known BPE ids become 1..n, every other id one UNK."
