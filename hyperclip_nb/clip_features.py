@@ -144,7 +144,7 @@ def pretraining_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torc
     "(uint8 images [n_scenes, 3, R, R], scenes) for training the tiny CLIP."
     rng = random.Random(cfg.seed + 7919)
     scenes = [ms.random_scene(rng) for _ in range(cfg.n_scenes)]
-    imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, rng), cfg.image_size)
+    imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter), cfg.image_size)
                         for s in progress(scenes, desc='rendering CLIP scenes')])
     return imgs, scenes
 

@@ -149,8 +149,8 @@ def _shape_points(shape, cx, cy, r):
                 (cx + w, cy + r), (cx - w, cy + r), (cx - w, cy + w), (cx - r, cy + w), (cx - r, cy - w), (cx - w, cy - w)]
     raise ValueError(shape)
 
-def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:int=4) -> Image.Image:
-    "Render a scene as an RGB image of `size`×`size` pixels."
+def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:int=4, jitter:float=0.3) -> Image.Image:
+    "Render a scene as an RGB image of `size`×`size` pixels; objects move by up to `jitter` of their quadrant's free space."
     rng = rng or random.Random(0)
     S = size * ss; q = S / 2
     bg = tuple(int(20 + rng.random() * 25) for _ in range(3))
@@ -158,7 +158,7 @@ def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:i
     for o in scene:
         gx, gy = _POS_XY[o.pos]
         r = _SIZE_FRAC[o.size] * q / 2 * (1 + 0.06 * (rng.random() - 0.5))
-        slack = q / 2 - r
+        slack = (q / 2 - r) * jitter
         cx = gx * q + q / 2 + (rng.random() - 0.5) * slack; cy = gy * q + q / 2 + (rng.random() - 0.5) * slack
         col = tuple(int(min(255, max(0, c + rng.randint(-18, 18)))) for c in COLOURS[o.colour])
         if o.shape == 'circle': dr.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
@@ -194,7 +194,7 @@ def random_scene(rng:random.Random, n_objects=(1, 4)) -> list[Obj]:
 @dataclass
 class MetaShapesConfig(ConfigBase):
     "How big a Meta-Shapes world to build."
-    n_support: int = 30            # support ("train") images per task
+    n_support: int = 60            # support ("train") images per task
     n_query: int = 20              # query ("test") images per task
     image_size: int = 48           # rendered image side in pixels
     test_frac: float = 0.3         # fraction of each family's tasks held out as meta-test
@@ -202,13 +202,14 @@ class MetaShapesConfig(ConfigBase):
     max_tasks_per_family: int = 0  # 0: every referent combination is a task
     n_objects: tuple = (2, 4)      # objects per scene (min, max)
     p_hard: float = 0.6            # probability that a distractor shares all but one referent attribute
+    jitter: float = 0.3            # how far an object moves inside its quadrant, as a fraction of the free space
     seed: int = 0
 
     def validate(self):
         self.check_positive('n_support', 'n_query', 'image_size')
         self.check_nonneg('max_tasks_per_family')
         self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
-        self.check_range('p_hard', 0, 1)
+        self.check_range('p_hard', 0, 1); self.check_range('jitter', 0, 1)
         if unknown := [f for f in self.families if f not in FAMILY_BY_NAME]:
             self._fail('families', f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {list(FAMILY_BY_NAME)}")
         if not self.families: self._fail('families', 'must not be empty')
@@ -268,7 +269,7 @@ def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path) -> dict:
                 for y in _balanced_labels(n, len(answers), rng):
                     scene = sample_scene(fam, ref, answers[y], rng, cfg.n_objects, cfg.p_hard)
                     img_id = f'MS_{n_img:07d}'; n_img += 1
-                    render_scene(scene, cfg.image_size, rng).save(out/'images'/f'{img_id}.png', optimize=False)
+                    render_scene(scene, cfg.image_size, rng, jitter=cfg.jitter).save(out/'images'/f'{img_id}.png', optimize=False)
                     scenes[img_id] = [[o.shape, o.colour, o.size, o.pos] for o in scene]
                     pairs[role].append((img_id, y))
             splits[split].append(Task(q, answers, tuple(pairs['support']), tuple(pairs['query']),
