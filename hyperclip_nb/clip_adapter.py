@@ -12,9 +12,10 @@ from .core import *
 from .clip_features import TaskBatch, Features
 
 # %% auto #0
-__all__ = ['LOGIT_SCALE', 'adapter_size', 'hidden_size', 'unflatten', 'flatten', 'adapter_features', 'adapter_logits', 'task_ce',
-           'task_accuracy', 'support_loss', 'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_',
-           'finetune', 'AdapterConfig', 'zero_shot_clip', 'oracle_finetune', 'chance']
+__all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
+           'adapter_features', 'adapter_logits', 'task_ce', 'task_accuracy', 'support_loss', 'query_accuracy',
+           'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy', 'AdapterConfig',
+           'zero_shot_clip', 'oracle_finetune', 'chance']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -96,19 +97,29 @@ def clip_rows_(g:torch.Tensor, max_norm:float) -> torch.Tensor:
     return bind.squeeze(-1)
 
 def finetune(W0:torch.Tensor, tb:TaskBatch, steps:int, lr:float, optimizer:str='sgd', max_norm:float=10.0,
-             stats:dict|None=None) -> torch.Tensor:
-    "Adapt weights W0 [B, D] (or [D], shared start) on each task's support set; returns W [B, D]."
+             stats:dict|None=None, decode=None) -> torch.Tensor:
+    """Adapt W0 [B, m] (or [m], a shared start) on each task's support set; returns the adapted [B, m].
+    Without `decode` the rows are adapter weights (m = D); with it they are any task parameter p (a latent, a FiLM
+    vector) and the adapter is W = decode(p) [B, D]: only p moves."""
     if optimizer not in ('sgd', 'adam'): raise ConfigError(f"optimizer {optimizer!r}: choose 'sgd' or 'adam'")
-    W = (W0.expand(len(tb), -1) if W0.ndim == 1 else W0).detach().clone().requires_grad_(True)
-    opt = torch.optim.SGD([W], lr=lr) if optimizer == 'sgd' else torch.optim.Adam([W], lr=lr)
+    decode = decode or (lambda p: p)
+    p = (W0.expand(len(tb), -1) if W0.ndim == 1 else W0).detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([p], lr=lr) if optimizer == 'sgd' else torch.optim.Adam([p], lr=lr)
     clipped = 0
     for _ in range(steps):
         with torch.enable_grad():
-            g, = torch.autograd.grad(support_loss(W, tb).sum(), W)
+            g, = torch.autograd.grad(support_loss(decode(p), tb).sum(), p)
         clipped += int(clip_rows_(g, max_norm).sum())
-        W.grad = g; opt.step()
+        p.grad = g; opt.step()
     if stats is not None: stats['clip_fraction'] = clipped / max(1, steps * len(tb))
-    return W.detach()
+    return p.detach()
+
+FEW_SHOT_STEPS, FEW_SHOT_LR = 10, 0.1   # METHOD.md section 8: SGD 0.1 x 10 on the whole support set
+
+def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_SHOT_STEPS, lr:float=FEW_SHOT_LR) -> torch.Tensor:
+    "Query accuracy [B] after the section 8 few-shot fine-tuning (clipped SGD) from each method's zero-shot p0."
+    decode = decode or (lambda p: p)
+    with torch.no_grad(): return query_accuracy(decode(finetune(p0, tb, steps, lr, 'sgd', decode=decode)), tb)
 
 # %% ../nbs/04_clip_adapter.ipynb #a6779316
 @dataclass

@@ -13,13 +13,16 @@ from .core import *
 from . import meta_shapes as ms
 from .clip_features import (ClipConfig, Features, Bundle, metashapes_features, load_clip, extract_features,
                                         load_or_build)
-from .clip_adapter import AdapterConfig, zero_shot_clip, oracle_finetune, chance
-from .baselines import (MultitaskConfig, fit_uncond_multitask, eval_shared_weights, MamlConfig, fit_mnet_maml,
-                                 CondMultitaskConfig, fit_cond_multitask, eval_hypernet)
+from .clip_adapter import (AdapterConfig, zero_shot_clip, oracle_finetune, chance, identity_adapter,
+                                       few_shot_accuracy, query_accuracy)
+from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_mnet_maml,
+                                    CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
+from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet, hnet_accuracies
+from .hvae import HVAEConfig, cached_hvae, hvae_accuracies
 
 # %% auto #0
-__all__ = ['DATASETS', 'METHODS', 'DETERMINISTIC', 'stage_configs', 'summarize', 'MetaVQASource', 'dataset_features',
-           'calibration', 'results_markdown', 'versions', 'check_out_dir', 'reproduce']
+__all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize', 'MetaVQASource', 'dataset_features', 'calibration',
+           'results_markdown', 'versions', 'check_out_dir', 'reproduce']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -30,18 +33,27 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     cfgs = {'data': get_preset(ms.MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
             'adapter': get_preset(AdapterConfig, preset), 'multitask': get_preset(MultitaskConfig, preset),
-            'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset)}
+            'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset),
+            'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
+            'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
-    for k in ('multitask', 'maml', 'cond_multitask'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
+    for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
     return cfgs
 
 # %% ../nbs/12_evaluation.ipynb #cfcdc2e1
-def summarize(per_seed:list[float]) -> dict:
-    "Mean and sample std (ddof=1; None for one seed) of per-seed accuracies."
+def _mean_std(per_seed) -> tuple:
     a = np.asarray(per_seed, dtype=float)
-    return {'zero_shot_acc': float(a.mean()), 'zero_shot_acc_std': float(a.std(ddof=1)) if len(a) > 1 else None,
-            'per_seed': [float(x) for x in a]}
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None), [float(x) for x in a]
+
+def summarize(per_seed:list[float], few_shot:list[float]|None=None) -> dict:
+    "Mean and sample std (ddof=1; None for one seed) of per-seed zero-shot (and few-shot) accuracies."
+    m, s, a = _mean_std(per_seed)
+    out = {'zero_shot_acc': m, 'zero_shot_acc_std': s, 'per_seed': a}
+    if few_shot is not None:
+        m, s, a = _mean_std(few_shot)
+        out |= {'few_shot_acc': m, 'few_shot_acc_std': s, 'few_shot_per_seed': a}
+    return out
 
 # %% ../nbs/12_evaluation.ipynb #0325d2b7
 @dataclass
@@ -77,23 +89,52 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
         return Features.load(art.path)
 
 # %% ../nbs/12_evaluation.ipynb #cc673441
-def _zero_shot_clip(feats, cfgs, seed): return zero_shot_clip(feats.tasks('meta_test'))
-def _oracle(feats, cfgs, seed): return oracle_finetune(feats.tasks('meta_test'), cfgs['adapter'], seed=seed)
+def _weights_rows(W0:torch.Tensor, tb, decode=None) -> tuple:
+    "(zero-shot, few-shot) accuracy [B] of a method whose task parameter for `tb` is W0 ([B, m] or a shared [m])."
+    with torch.no_grad(): zs = query_accuracy(decode(W0) if decode else W0, tb)
+    return zs, few_shot_accuracy(W0, tb, decode)
+
+def _zero_shot_clip(feats, cfgs, seed):
+    tb = feats.tasks('meta_test')
+    return _weights_rows(identity_adapter(len(tb), tb.d, cfgs['adapter'].hidden, generator=seed), tb)
+def _oracle(feats, cfgs, seed): return oracle_finetune(feats.tasks('meta_test'), cfgs['adapter'], seed=seed), None
 def _uncond_multitask(feats, cfgs, seed):
     theta, _ = fit_uncond_multitask(feats, cfgs['multitask'].replace(seed=seed))
-    return eval_shared_weights(theta, feats.tasks('meta_test'))
+    return _weights_rows(theta, feats.tasks('meta_test'))
 
 def _uncond_mnet_maml(feats, cfgs, seed):
     theta, _ = fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))
-    return eval_shared_weights(theta, feats.tasks('meta_test'))
+    return _weights_rows(theta, feats.tasks('meta_test'))
 
 def _cond_multitask(feats, cfgs, seed):
     H, _ = fit_cond_multitask(feats, cfgs['cond_multitask'].replace(seed=seed))
-    return eval_hypernet(H, feats.tasks('meta_test'))
+    tb = feats.tasks('meta_test')
+    with torch.no_grad(): W = H(tb.question)
+    return _weights_rows(W, tb)
+
+def _cond_multitask_film(feats, cfgs, seed):
+    model, _ = fit_cond_multitask_film(feats, cfgs['film'].replace(seed=seed))
+    tb = feats.tasks('meta_test')
+    with torch.no_grad(): f = model.film(tb.question)
+    return _weights_rows(f, tb, model.decode)
+
+def _sources(cfgs): return {'data': cfgs['data'], 'clip': cfgs['clip']}
+
+def _hnet_maml(conditional):
+    def run(feats, cfgs, seed):
+        model, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), _sources(cfgs), conditional=conditional)
+        return hnet_accuracies(model, feats.tasks('meta_test'))
+    return run
+
+def _uncond_hvae(feats, cfgs, seed):
+    model, _ = cached_hvae(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                           cfgs['hvae'].replace(seed=seed), _sources(cfgs))
+    return hvae_accuracies(model, feats.tasks('meta_test'))
 
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
-           'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask}
-DETERMINISTIC = {'zero_shot_clip'}   # the same for every seed: computed once
+           'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
+           'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
+           'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae}
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
 def calibration(methods:dict, chance_acc:float) -> dict:
@@ -116,9 +157,11 @@ def results_markdown(res:dict) -> str:
     lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config)", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
              "accuracy averaged over meta-test tasks.", '',
-             '| method | zero-shot acc. (%) | ± std | per seed |', '|---|---|---|---|']
+             'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
+             '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | zero-shot per seed |', '|---|---|---|---|---|---|']
     for name, r in res['methods'].items():
         lines.append(f"| {name} | {_pct(r['zero_shot_acc'])} | {_pct(r['zero_shot_acc_std'])} | "
+                     f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | "
                      + ', '.join(_pct(x) for x in r['per_seed']) + ' |')
     c = res.get('calibration', {})
     if c:
@@ -157,13 +200,14 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     test_tb = feats.tasks('meta_test')
     results = {}
     for name in names:
-        per_seed = []
+        zs, fs = [], []
         with timed(timings, name):
             for s in progress(seeds, desc=name):
-                if name in DETERMINISTIC and per_seed: per_seed.append(per_seed[0]); continue
                 set_seed(s)
-                per_seed.append(METHODS[name](feats, cfgs, s).mean().item())
-        results[name] = summarize(per_seed)
+                z, f = METHODS[name](feats, cfgs, s)
+                zs.append(z.mean().item())
+                if f is not None: fs.append(f.mean().item())
+        results[name] = summarize(zs, fs or None)
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'calibration': calibration(results, chance(test_tb).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
