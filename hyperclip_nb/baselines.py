@@ -15,9 +15,10 @@ from .clip_adapter import (adapter_size, random_adapter, support_loss, query_acc
 
 # %% auto #0
 __all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'meta_train', 'fit_uncond_multitask', 'eval_shared_weights',
-           'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'maml_meta_grad', 'maml_meta_grad_loop', 'MamlConfig',
-           'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'CondMultitaskConfig', 'fit_cond_multitask',
-           'eval_hypernet', 'film_weights', 'FilmConfig', 'FilmModel', 'fit_cond_multitask_film']
+           'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop',
+           'synthetic_tasks', 'check_inner_steps', 'MamlConfig', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator',
+           'CondMultitaskConfig', 'fit_cond_multitask', 'eval_hypernet', 'film_weights', 'FilmConfig', 'FilmModel',
+           'fit_cond_multitask_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
@@ -119,7 +120,7 @@ def draw_steps(steps:tuple, n:int, generator:torch.Generator) -> torch.Tensor:
 # %% ../nbs/05_baselines.ipynb #595c7b4a
 _TASK_DIMS = (0, 0, 0, 0)   # vmap over the task axis of (x, y, prompts, answer_mask)
 
-def _split(tb:TaskBatch, roles:str):
+def split_roles(tb:TaskBatch, roles:str):
     "(inner, outer) data of a task batch: support then query, or swapped as in the release's meta-training."
     s, q = (tb.xs, tb.ys, tb.prompts, tb.answer_mask), (tb.xq, tb.yq, tb.prompts, tb.answer_mask)
     return (s, q) if roles == 'support_query' else (q, s)
@@ -128,7 +129,7 @@ def maml_meta_grad(theta:torch.Tensor,   # [D] the meta-learned initialization
                    tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float, max_norm:float=10.0,
                    second_order:bool=False, roles:str='support_query') -> tuple[torch.Tensor, torch.Tensor]:
     "(meta-gradient [D], per-task outer losses [B]) of one MAML meta-batch, vectorised with torch.func."
-    inner, outer = _split(tb, roles)
+    inner, outer = split_roles(tb, roles)
     adapt = vmap(inner_loop, in_dims=(None, *_TASK_DIMS, 0, None, None, None))
     if not second_order:   # first order: adapt without a graph, then each task's gradient at its adapted weights
         W = adapt(theta.detach(), *inner, n_steps, max_steps, lr, max_norm)
@@ -144,7 +145,7 @@ def maml_meta_grad(theta:torch.Tensor,   # [D] the meta-learned initialization
 def maml_meta_grad_loop(theta:torch.Tensor, tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float,
                         max_norm:float=10.0, second_order:bool=False, roles:str='support_query') -> tuple[torch.Tensor, torch.Tensor]:
     "The same as `maml_meta_grad`, one task at a time with eager autograd: the reference and the speed baseline."
-    inner, outer = _split(tb, roles)
+    inner, outer = split_roles(tb, roles)
     grads, losses = [], []
     for i in range(len(tb)):
         th = theta.detach().clone().requires_grad_(True)
@@ -158,7 +159,24 @@ def maml_meta_grad_loop(theta:torch.Tensor, tb:TaskBatch, n_steps:torch.Tensor, 
         grads.append(g); losses.append(loss.detach())
     return torch.stack(grads).mean(0), torch.stack(losses)
 
+# %% ../nbs/05_baselines.ipynb #9b4bb2b5
+def synthetic_tasks(B=5, S=7, Q=6, d=8, A=3, dtype=torch.float64, seed=0) -> TaskBatch:
+    "A small random task batch with the awkward cases (padded examples, a task with fewer answers): a test fixture."
+    g = as_generator(seed)
+    ys, yq = torch.randint(0, A, (B, S), generator=g), torch.randint(0, A, (B, Q), generator=g)
+    ys[0, -2:] = -1; yq[1, -1] = -1                                    # padded examples
+    mask = torch.ones(B, A, dtype=torch.bool); mask[2, -1] = False     # a task with fewer answers
+    ys[2][ys[2] == A - 1] = 0; yq[2][yq[2] == A - 1] = 0
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    return TaskBatch(r(B, S, d), ys, r(B, Q, d), yq, r(B, A, d), mask, r(B, d), list('abcde')[:B], [None] * B)
+
 # %% ../nbs/05_baselines.ipynb #a8b2b3d6
+def check_inner_steps(cfg:ConfigBase):
+    "Refuse a config whose `inner_steps` is not an inclusive range (a, b) of integers with 0 <= a <= b."
+    a, b = cfg.inner_steps if len(cfg.inner_steps) == 2 else (None, None)
+    if a is None or not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
+        cfg._fail('inner_steps', 'must be an inclusive range (a, b) of integers with 0 <= a <= b')
+
 @dataclass
 class MamlConfig(ConfigBase):
     "Unconditional MNet-MAML (Algorithm 3)."
@@ -174,9 +192,7 @@ class MamlConfig(ConfigBase):
     seed: int = 0
     def validate(self):
         self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm')
-        a, b = self.inner_steps if len(self.inner_steps) == 2 else (None, None)
-        if a is None or not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
-            self._fail('inner_steps', 'must be an inclusive range (a, b) of integers with 0 <= a <= b')
+        check_inner_steps(self)
         self.check_choice('roles', ['support_query', 'query_support'])
     @classmethod
     def tiny(cls): return cls(hidden=16, epochs=6, inner_steps=(1, 3), lr=1e-2)

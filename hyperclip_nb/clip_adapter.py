@@ -15,7 +15,7 @@ from .clip_features import TaskBatch, Features
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
            'adapter_features', 'adapter_logits', 'task_ce', 'task_accuracy', 'support_loss', 'query_accuracy',
            'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy', 'AdapterConfig',
-           'zero_shot_clip', 'oracle_finetune', 'chance']
+           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -129,11 +129,14 @@ class AdapterConfig(ConfigBase):
     oracle_steps: int = 100        # fine-tuning steps on each task's support set
     oracle_lr: float = 1e-2
     oracle_optimizer: str = 'adam' # our choice for the reference; METHOD's few-shot protocol is SGD 0.1 x 10
+    n_shot_max: int = 5            # N_max of the n-shot curves [METHOD section 8, ours]
+    n_shot_redraws: int = 5        # R, redraws of the n support pairs per answer
     seed: int = 0
     def validate(self):
-        self.check_positive('hidden', 'oracle_steps', 'oracle_lr'); self.check_choice('oracle_optimizer', ['sgd', 'adam'])
+        self.check_positive('hidden', 'oracle_steps', 'oracle_lr', 'n_shot_max', 'n_shot_redraws')
+        self.check_choice('oracle_optimizer', ['sgd', 'adam'])
     @classmethod
-    def tiny(cls): return cls(hidden=16, oracle_steps=30)
+    def tiny(cls): return cls(hidden=16, oracle_steps=30, n_shot_max=2, n_shot_redraws=2)
     @classmethod
     def paper(cls): return cls(hidden=256, oracle_steps=10, oracle_lr=0.1, oracle_optimizer='sgd')
 
@@ -151,3 +154,43 @@ def oracle_finetune(tb:TaskBatch, cfg:AdapterConfig, seed:int=0, stats:dict|None
 def chance(tb:TaskBatch) -> torch.Tensor:
     "Chance accuracy of each task: 1 / number of answers, [B]."
     return 1 / tb.n_answers.float()
+
+# %% ../nbs/04_clip_adapter.ipynb #12a7b332
+def n_shot_filter(tb:TaskBatch, n_max:int=5) -> tuple[torch.Tensor, torch.Tensor]:
+    "(kept answers [B, A] bool, indices of the tasks with at least 2 kept answers) for the section 8 n-shot protocol."
+    A = tb.answer_mask.shape[1]
+    counts = (F.one_hot(tb.ys.clamp(min=0), A) * (tb.ys >= 0)[..., None]).sum(1)   # support pairs per answer [B, A]
+    kept = (counts >= n_max) & tb.answer_mask
+    return kept, torch.nonzero(kept.sum(1) >= 2).flatten()
+
+def n_shot_batch(tb:TaskBatch, n:int, kept:torch.Tensor, tasks:torch.Tensor, generator) -> TaskBatch:
+    "The tasks `tasks` of `tb` with n random support pairs per kept answer and the query set restricted to kept answers."
+    g = as_generator(generator)
+    ys = torch.full_like(tb.ys, -1)
+    for b in tasks.tolist():
+        for a in torch.nonzero(kept[b]).flatten().tolist():
+            pos = torch.nonzero(tb.ys[b] == a).flatten()
+            pick = pos[torch.randperm(len(pos), generator=g)[:n]]
+            ys[b, pick] = a
+    yq = torch.where(kept.gather(1, tb.yq.clamp(min=0)) & (tb.yq >= 0), tb.yq, -1)
+    t = tasks
+    return TaskBatch(tb.xs[t], ys[t], tb.xq[t], yq[t], tb.prompts[t], tb.answer_mask[t], tb.question[t],
+                     [tb.questions[j] for j in t.tolist()], [tb.families[j] for j in t.tolist()])
+
+def n_shot_curve(p0:torch.Tensor, tb:TaskBatch, decode=None, n_max:int=5, redraws:int=5, seed:int=0) -> dict:
+    """Query accuracy after the section 8 fine-tuning on n = 0..n_max support pairs per answer, from each task's
+    zero-shot parameter p0 ([B, m], or a shared [m]) mapped to weights by `decode`: mean and std over redraws."""
+    decode = decode or (lambda p: p)
+    kept, tasks = n_shot_filter(tb, n_max)
+    if len(tasks) == 0: return {'n': [], 'mean': [], 'std': [], 'n_tasks': 0}
+    p = p0[tasks] if p0.ndim == 2 else p0
+    g = as_generator(seed)
+    rows = []
+    for n in range(n_max + 1):
+        accs = []
+        for r in range(redraws if n else 1):
+            sub = n_shot_batch(tb, n, kept, tasks, g)
+            with torch.no_grad(): acc = query_accuracy(decode(p), sub) if n == 0 else few_shot_accuracy(p, sub, decode)
+            accs.append(acc.mean().item())
+        rows.append((float(np.mean(accs)), float(np.std(accs))))
+    return {'n': list(range(n_max + 1)), 'mean': [m for m, _ in rows], 'std': [s for _, s in rows], 'n_tasks': len(tasks)}

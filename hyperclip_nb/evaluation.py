@@ -14,15 +14,16 @@ from . import meta_shapes as ms
 from .clip_features import (ClipConfig, Features, Bundle, metashapes_features, load_clip, extract_features,
                                         load_or_build)
 from .clip_adapter import (AdapterConfig, zero_shot_clip, oracle_finetune, chance, identity_adapter,
-                                       few_shot_accuracy, query_accuracy)
+                                       few_shot_accuracy, query_accuracy, n_shot_curve)
 from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_mnet_maml,
                                     CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
-from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet, hnet_accuracies
-from .hvae import HVAEConfig, cached_hvae, hvae_accuracies
+from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
+from .hvae import HVAEConfig, cached_hvae
 
 # %% auto #0
-__all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize', 'MetaVQASource', 'dataset_features', 'calibration',
-           'results_markdown', 'versions', 'check_out_dir', 'reproduce']
+__all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource', 'dataset_features',
+           'ZeroShot', 'score', 'calibration', 'results_markdown', 'plot_n_shot', 'save_n_shot_plot', 'versions',
+           'check_out_dir', 'reproduce']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -45,6 +46,13 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
 def _mean_std(per_seed) -> tuple:
     a = np.asarray(per_seed, dtype=float)
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else None), [float(x) for x in a]
+
+def summarize_curves(curves:list[dict]) -> dict:
+    "n-shot curves of several seeds: per n, the mean over seeds (each seed already averaged over its redraws) and the std over seeds."
+    means = np.array([c['mean'] for c in curves])
+    return {'n': curves[0]['n'], 'mean': means.mean(0).tolist(),
+            'std': (means.std(0, ddof=1) if len(curves) > 1 else np.array(curves[0]['std'])).tolist(),
+            'n_tasks': curves[0]['n_tasks']}
 
 def summarize(per_seed:list[float], few_shot:list[float]|None=None) -> dict:
     "Mean and sample std (ddof=1; None for one seed) of per-seed zero-shot (and few-shot) accuracies."
@@ -89,47 +97,50 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
         return Features.load(art.path)
 
 # %% ../nbs/12_evaluation.ipynb #cc673441
-def _weights_rows(W0:torch.Tensor, tb, decode=None) -> tuple:
-    "(zero-shot, few-shot) accuracy [B] of a method whose task parameter for `tb` is W0 ([B, m] or a shared [m])."
-    with torch.no_grad(): zs = query_accuracy(decode(W0) if decode else W0, tb)
-    return zs, few_shot_accuracy(W0, tb, decode)
+@dataclass
+class ZeroShot:
+    """What a method hands to the scorer: each meta-test task's zero-shot parameter p0 ([B, m], or one shared [m]) and
+    the map from it to adapter weights (None: p0 are the weights). Zero-shot, few-shot and n-shot are all scored from it."""
+    p0: torch.Tensor
+    decode: object = None
+    def weights(self) -> torch.Tensor:
+        with torch.no_grad(): return self.decode(self.p0) if self.decode else self.p0
+
+def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None) -> dict:
+    "Per-task zero-shot and few-shot accuracy [B] of a method's output on `tb`, and its n-shot curve if `n_shot` gives N_max and R."
+    if isinstance(out, torch.Tensor): return {'zero_shot': out}      # a reference row that is already an accuracy
+    p0 = out.p0.detach()
+    res = {'zero_shot': query_accuracy(out.weights(), tb), 'few_shot': few_shot_accuracy(p0, tb, out.decode)}
+    if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed)
+    return res
 
 def _zero_shot_clip(feats, cfgs, seed):
     tb = feats.tasks('meta_test')
-    return _weights_rows(identity_adapter(len(tb), tb.d, cfgs['adapter'].hidden, generator=seed), tb)
-def _oracle(feats, cfgs, seed): return oracle_finetune(feats.tasks('meta_test'), cfgs['adapter'], seed=seed), None
-def _uncond_multitask(feats, cfgs, seed):
-    theta, _ = fit_uncond_multitask(feats, cfgs['multitask'].replace(seed=seed))
-    return _weights_rows(theta, feats.tasks('meta_test'))
-
-def _uncond_mnet_maml(feats, cfgs, seed):
-    theta, _ = fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))
-    return _weights_rows(theta, feats.tasks('meta_test'))
+    return ZeroShot(identity_adapter(len(tb), tb.d, cfgs['adapter'].hidden, generator=seed))
+def _oracle(feats, cfgs, seed): return oracle_finetune(feats.tasks('meta_test'), cfgs['adapter'], seed=seed)
+def _uncond_multitask(feats, cfgs, seed): return ZeroShot(fit_uncond_multitask(feats, cfgs['multitask'].replace(seed=seed))[0])
+def _uncond_mnet_maml(feats, cfgs, seed): return ZeroShot(fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))[0])
 
 def _cond_multitask(feats, cfgs, seed):
     H, _ = fit_cond_multitask(feats, cfgs['cond_multitask'].replace(seed=seed))
-    tb = feats.tasks('meta_test')
-    with torch.no_grad(): W = H(tb.question)
-    return _weights_rows(W, tb)
+    with torch.no_grad(): return ZeroShot(H(feats.tasks('meta_test').question))
 
 def _cond_multitask_film(feats, cfgs, seed):
     model, _ = fit_cond_multitask_film(feats, cfgs['film'].replace(seed=seed))
-    tb = feats.tasks('meta_test')
-    with torch.no_grad(): f = model.film(tb.question)
-    return _weights_rows(f, tb, model.decode)
+    with torch.no_grad(): return ZeroShot(model.film(feats.tasks('meta_test').question), model.decode)
 
 def _sources(cfgs): return {'data': cfgs['data'], 'clip': cfgs['clip']}
 
 def _hnet_maml(conditional):
     def run(feats, cfgs, seed):
         model, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), _sources(cfgs), conditional=conditional)
-        return hnet_accuracies(model, feats.tasks('meta_test'))
+        with torch.no_grad(): return ZeroShot(model.init_latent(feats.tasks('meta_test').question), model.G)
     return run
 
 def _uncond_hvae(feats, cfgs, seed):
     model, _ = cached_hvae(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
                            cfgs['hvae'].replace(seed=seed), _sources(cfgs))
-    return hvae_accuracies(model, feats.tasks('meta_test'))
+    return ZeroShot(model.z_init, model.dec)
 
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
@@ -163,12 +174,41 @@ def results_markdown(res:dict) -> str:
         lines.append(f"| {name} | {_pct(r['zero_shot_acc'])} | {_pct(r['zero_shot_acc_std'])} | "
                      f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | "
                      + ', '.join(_pct(x) for x in r['per_seed']) + ' |')
+    curves = {k: r['n_shot'] for k, r in res['methods'].items() if r.get('n_shot', {}).get('n')}
+    if curves:
+        ns = next(iter(curves.values()))['n']
+        lines += ['', f"n-shot query accuracy (%): fine-tuned on n support pairs per answer, mean over seeds "
+                  f"({next(iter(curves.values()))['n_tasks']} tasks with ≥ {ns[-1]} pairs for ≥ 2 answers; n = 0 is zero-shot "
+                  "on the same restricted query sets).", '',
+                  '| method | ' + ' | '.join(f'n={n}' for n in ns) + ' |', '|---|' + '---|' * len(ns)]
+        lines += [f"| {k} | " + ' | '.join(_pct(m) for m in c['mean']) + ' |' for k, c in curves.items()]
     c = res.get('calibration', {})
     if c:
         lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
         lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in c['checks'].items()]
     lines += ['', 'Stage timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in res['timings_s'].items())]
     return '\n'.join(lines) + '\n'
+
+def plot_n_shot(res:dict, ax=None):
+    "Accuracy against the number of support pairs per answer (n = 0 is zero-shot), one line per method, ± std band."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
+    for name, r in res['methods'].items():
+        c = r.get('n_shot')
+        if not c or not c['n']: continue
+        m, s = np.array(c['mean']), np.array(c['std'])
+        ax.plot(c['n'], 100 * m, marker='o', label=name); ax.fill_between(c['n'], 100 * (m - s), 100 * (m + s), alpha=0.15)
+    ax.set(xlabel='support pairs per answer (n)', ylabel='query accuracy (%)', title=f"n-shot, {res['dataset']} ({res['config']})")
+    ax.legend(fontsize=7)
+    return ax
+
+def save_n_shot_plot(res:dict, path:Path):
+    "Write `plot_n_shot` as a PNG, atomically (a bare matplotlib Figure: no GUI backend is touched)."
+    import io
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4)); plot_n_shot(res, fig.subplots())
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+    atomic_write_bytes(path, buf.getvalue())
 
 # %% ../nbs/12_evaluation.ipynb #d238892c
 def versions() -> dict:
@@ -185,7 +225,8 @@ def check_out_dir(out:str|Path) -> Path:
     return out
 
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
-              data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None) -> dict:
+              data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
+              n_shot:bool=True) -> dict:
     "Run every stage and method; write `out/results.json` and `out/results.md`; return the results dict."
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds: raise ConfigError("--seeds must be >= 1")
@@ -200,14 +241,15 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     test_tb = feats.tasks('meta_test')
     results = {}
     for name in names:
-        zs, fs = [], []
+        zs, fs, curves = [], [], []
         with timed(timings, name):
             for s in progress(seeds, desc=name):
                 set_seed(s)
-                z, f = METHODS[name](feats, cfgs, s)
-                zs.append(z.mean().item())
-                if f is not None: fs.append(f.mean().item())
-        results[name] = summarize(zs, fs or None)
+                r = score(METHODS[name](feats, cfgs, s), test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None)
+                zs.append(r['zero_shot'].mean().item())
+                if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
+                if 'n_shot' in r: curves.append(r['n_shot'])
+        results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'calibration': calibration(results, chance(test_tb).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
@@ -217,4 +259,5 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out/'results.json', res)
     atomic_write_text(out/'results.md', results_markdown(res))
+    if n_shot: save_n_shot_plot(res, out/'n_shot.png')
     return res

@@ -14,7 +14,8 @@ from torch.func import grad, vmap, functional_call
 from .core import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
-from .baselines import weight_generator, meta_batches, meta_train, draw_steps, check_finite, task_loss, clip_norm, _split
+from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, check_finite, task_loss,
+                                    clip_norm, split_roles, check_inner_steps, synthetic_tasks)
 from .meta_shapes import FAMILY_BY_NAME
 
 # %% auto #0
@@ -41,9 +42,7 @@ class HNetConfig(ConfigBase):
     seed: int = 0
     def validate(self):
         self.check_positive('latent', 'hidden', 'width', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm')
-        a, b = self.inner_steps if len(self.inner_steps) == 2 else (None, None)
-        if a is None or not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
-            self._fail('inner_steps', 'must be an inclusive range (a, b) of integers with 0 <= a <= b')
+        check_inner_steps(self)
         self.check_choice('roles', ['support_query', 'query_support'])
     @classmethod
     def tiny(cls): return cls(latent=8, hidden=16, width=32, epochs=8, inner_steps=(1, 3), lr=1e-2)
@@ -102,7 +101,7 @@ _TASK_DIMS = (0, 0, 0, 0)   # vmap over the task axis of (x, y, prompts, answer_
 def hnet_meta_grad(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float, max_norm:float=10.0,
                    second_order:bool=False, roles:str='support_query') -> tuple[dict, torch.Tensor]:
     "({parameter name: meta-gradient}, per-task outer losses [B]) of one HNet-MAML meta-batch, vectorised with torch.func."
-    inner, outer = _split(tb, roles)
+    inner, outer = split_roles(tb, roles)
     adapt = vmap(partial(latent_inner_loop, model.G), in_dims=(None, 0, *_TASK_DIMS, 0, None, None, None))
     outer_loss = vmap(partial(latent_task_loss, model.G), in_dims=(None, 0, *_TASK_DIMS))
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -120,7 +119,7 @@ def hnet_meta_grad(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_steps:int
 def hnet_meta_grad_loop(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float, max_norm:float=10.0,
                         second_order:bool=False, roles:str='support_query') -> tuple[dict, torch.Tensor]:
     "The same as `hnet_meta_grad`, one task at a time with eager autograd: the reference."
-    inner, outer = _split(tb, roles)
+    inner, outer = split_roles(tb, roles)
     names, params = zip(*model.named_parameters())
     total, losses = [torch.zeros_like(p) for p in params], []
     for i in range(len(tb)):
