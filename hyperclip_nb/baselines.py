@@ -14,11 +14,11 @@ from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0
-__all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'meta_train', 'fit_uncond_multitask', 'eval_shared_weights',
-           'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop',
-           'synthetic_tasks', 'check_inner_steps', 'MamlConfig', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator',
-           'CondMultitaskConfig', 'fit_cond_multitask', 'eval_hypernet', 'film_weights', 'FilmConfig', 'FilmModel',
-           'fit_cond_multitask_film']
+__all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'validation_split', 'meta_train', 'fit_uncond_multitask',
+           'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad',
+           'maml_meta_grad_loop', 'synthetic_tasks', 'check_inner_steps', 'MamlConfig', 'fit_mnet_maml',
+           'bench_maml_vmap', 'weight_generator', 'CondMultitaskConfig', 'fit_cond_multitask', 'eval_hypernet',
+           'film_weights', 'FilmConfig', 'FilmModel', 'fit_cond_multitask_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
@@ -36,8 +36,12 @@ class MultitaskConfig(ConfigBase):
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
     log_every: int = 10        # epochs between validation-free training-accuracy logs
+    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_every: int = 5         # epochs between validation scores
     seed: int = 0
-    def validate(self): self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'max_norm', 'log_every')
+    def validate(self):
+        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
+        self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'max_norm', 'log_every')
     @classmethod
     def tiny(cls): return cls(hidden=16, epochs=60, lr=1e-2, log_every=10)
     @classmethod
@@ -49,24 +53,42 @@ def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the lea
     if not torch.isfinite(loss).all():
         raise FloatingPointError(f"{stage}: loss is {loss.detach().flatten()[0].item()} at step {step}; {hint}")
 
+def validation_split(n_tasks:int, frac:float, seed:int=2021) -> tuple[torch.Tensor, torch.Tensor]:
+    "A fixed, seeded split of the meta-train task indices into (training, validation); the same for every method and seed."
+    perm = torch.randperm(n_tasks, generator=as_generator(seed))
+    n_val = int(round(frac * n_tasks))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
 def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, stage:str,
-               hint:str='lower the learning rate', on_epoch=None) -> dict:
+               hint:str='lower the learning rate', on_epoch=None, val_score=None) -> dict:
     """The outer loop every meta-learner shares: `cfg.epochs` meta-epochs of seeded meta-batches of `cfg.meta_batch`
     meta-train tasks. `batch_step(tb, g)` returns the per-task losses [B] with the mean gradient left in each
-    parameter's `.grad`; the loop checks them, clips the gradient at `cfg.max_norm`, then takes the Adam step."""
+    parameter's `.grad`; the loop checks them, clips the gradient at `cfg.max_norm`, then takes the Adam step.
+    With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
+    meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept."""
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n_tasks = len(feats.splits['meta_train'].questions)
-    hist = {'loss': []}; step = n_clipped = 0
+    train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0)
+    val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
+    hist = {'loss': []}; step = n_clipped = 0; best = None
     for epoch in progress(range(cfg.epochs), desc=stage):
         losses = []
-        for idx in meta_batches(n_tasks, cfg.meta_batch, g):
+        for idx in meta_batches(len(train_idx), cfg.meta_batch, g):
             opt.zero_grad()
-            loss = batch_step(feats.tasks('meta_train', idx), g)
+            loss = batch_step(feats.tasks('meta_train', train_idx[idx]), g)
             check_finite(loss, stage, step, hint)
             n_clipped += int(torch.nn.utils.clip_grad_norm_(params, cfg.max_norm) > cfg.max_norm)   # clip, then step
             opt.step(); step += 1; losses.append(loss.mean().item())
         hist['loss'].append(float(np.mean(losses)))
         if on_epoch: on_epoch(epoch, hist)
+        if val_tb is not None and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
+            with torch.no_grad(): acc = float(val_score(val_tb))
+            hist.setdefault('val_acc', []).append((epoch + 1, acc))
+            if best is None or acc > best[0]: best = (acc, epoch + 1, [p.detach().clone() for p in params])
+    if best is not None:   # early stopping: the parameters of the best validation score
+        with torch.no_grad():
+            for p, b in zip(params, best[2]): p.copy_(b)
+        hist['best_val_acc'], hist['best_epoch'] = best[0], best[1]
     hist['clip_fraction'] = n_clipped / max(1, step)
     return hist
 
@@ -75,7 +97,7 @@ def _backward(losses:torch.Tensor) -> torch.Tensor:
     losses.mean().backward(); return losses.detach()
 
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
-    "Train one adapter θ [D] on all meta-train tasks' support sets; returns (θ, history)."
+    "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (θ, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     train = feats.tasks('meta_train')
     theta = random_adapter(1, feats.d, cfg.hidden, generator=g)[0].requires_grad_(True)
@@ -83,7 +105,7 @@ def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Ten
         if (epoch + 1) % cfg.log_every == 0 or epoch == cfg.epochs - 1:
             hist.setdefault('train_acc', []).append((epoch + 1, query_accuracy(theta.detach(), train).mean().item()))
     hist = meta_train([theta], lambda tb, g: _backward(support_loss(theta, tb)), feats, cfg, g, 'uncond_multitask',
-                      on_epoch=log)
+                      on_epoch=log, val_score=lambda tb: query_accuracy(theta, tb).mean())
     return theta.detach(), hist
 
 def eval_shared_weights(theta:torch.Tensor, tb:TaskBatch) -> torch.Tensor:
@@ -189,8 +211,11 @@ class MamlConfig(ConfigBase):
     second_order: bool = False     # differentiate through the inner loop
     roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
     max_norm: float = 10.0         # clip of every gradient, before the step [paper]
+    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_every: int = 5             # epochs between validation scores
     seed: int = 0
     def validate(self):
+        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
         self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm')
         check_inner_steps(self)
         self.check_choice('roles', ['support_query', 'query_support'])
@@ -207,7 +232,8 @@ def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
         theta.grad, losses = maml_meta_grad(theta, tb, draw_steps(cfg.inner_steps, len(tb), g), cfg.inner_steps[1],
                                             cfg.inner_lr, cfg.max_norm, cfg.second_order, cfg.roles)
         return losses
-    hist = meta_train([theta], batch_step, feats, cfg, g, 'uncond_mnet_maml', 'lower MamlConfig.lr or MamlConfig.inner_lr')
+    hist = meta_train([theta], batch_step, feats, cfg, g, 'uncond_mnet_maml', 'lower MamlConfig.lr or MamlConfig.inner_lr',
+                      val_score=lambda tb: query_accuracy(theta, tb).mean())
     return theta.detach(), hist
 
 # %% ../nbs/05_baselines.ipynb #d004b164
@@ -256,19 +282,23 @@ class CondMultitaskConfig(ConfigBase):
     meta_batch: int = 32
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
+    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_every: int = 5         # epochs between validation scores
     seed: int = 0
-    def validate(self): self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
+    def validate(self):
+        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
+        self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
     @classmethod
     def tiny(cls): return cls(hidden=16, width=32, epochs=30, lr=1e-2)
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
 
 def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
-    "Train the hypernetwork H [d → D] on all meta-train tasks' support sets; returns (H, history)."
+    "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (H, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     H = weight_generator(feats.d, adapter_size(feats.d, cfg.hidden), cfg.width)
     hist = meta_train(list(H.parameters()), lambda tb, g: _backward(support_loss(H(tb.question), tb)), feats, cfg, g,
-                      'cond_multitask')
+                      'cond_multitask', val_score=lambda tb: query_accuracy(H(tb.question), tb).mean())
     return H.eval(), hist
 
 @torch.no_grad()
@@ -298,8 +328,12 @@ class FilmConfig(ConfigBase):
     meta_batch: int = 32
     lr: float = 1e-3           # Adam
     max_norm: float = 10.0     # gradient clipping before the step
+    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_every: int = 5         # epochs between validation scores
     seed: int = 0
-    def validate(self): self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
+    def validate(self):
+        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
+        self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
     @classmethod
     def tiny(cls): return cls(hidden=16, width=32, epochs=30, lr=1e-2)
     @classmethod
@@ -319,9 +353,9 @@ class FilmModel(torch.nn.Module):
         return self.decode(self.film(q))
 
 def fit_cond_multitask_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, dict]:
-    "Train θ and the FiLM net together on all meta-train tasks' support sets; returns (model, history)."
+    "Train θ and the FiLM net together on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (model, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     model = FilmModel(feats.d, cfg.hidden, cfg.width, generator=g)
     hist = meta_train(list(model.parameters()), lambda tb, g: _backward(support_loss(model(tb.question), tb)), feats, cfg,
-                      g, 'cond_multitask_film')
+                      g, 'cond_multitask_film', val_score=lambda tb: query_accuracy(model(tb.question), tb).mean())
     return model.eval(), hist

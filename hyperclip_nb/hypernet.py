@@ -39,9 +39,12 @@ class HNetConfig(ConfigBase):
     second_order: bool = False     # differentiate through the inner loop
     roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
     max_norm: float = 10.0         # clip of every gradient, inner and outer, before the step [paper]
+    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_every: int = 5             # epochs between validation scores
     seed: int = 0
     def validate(self):
-        self.check_positive('latent', 'hidden', 'width', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm')
+        self.check_positive('latent', 'hidden', 'width', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm', 'val_every')
+        self.check_range('val_frac', 0, 1, hi_open=True)
         check_inner_steps(self)
         self.check_choice('roles', ['support_query', 'query_support'])
     @classmethod
@@ -149,7 +152,8 @@ def fit_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HN
         for name, p in model.named_parameters(): p.grad = grads[name]
         return losses
     hist = meta_train(list(model.parameters()), batch_step, feats, cfg, g,
-                      'cond_hnet_maml' if conditional else 'uncond_hnet_maml', 'lower HNetConfig.lr or HNetConfig.inner_lr')
+                      'cond_hnet_maml' if conditional else 'uncond_hnet_maml', 'lower HNetConfig.lr or HNetConfig.inner_lr',
+                      val_score=lambda tb: query_accuracy(model(model.init_latent(tb.question)), tb).mean())
     return model.eval(), hist
 
 # %% ../nbs/06_hypernet.ipynb #67451303
