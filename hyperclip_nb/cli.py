@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
     r.add_argument('--clip', default=None, help="CLIP: 'tiny' (Meta-Shapes) or an open_clip name such as ViT-L-14-336")
     r.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
+    r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
+    r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
@@ -78,8 +80,10 @@ def cmd_reproduce(args) -> int:
     if args.dataset == 'metashapes' and args.data_root:
         raise UsageError("--data-root is for --dataset metavqa; Meta-Shapes is rendered into the cache")
     out = args.out or f'runs/{args.dataset}-{args.config}'
+    methods = [m.strip() for m in args.methods.split(',') if m.strip()] if args.methods is not None else None
+    if methods == []: raise UsageError("--methods is empty; give names such as zero_shot_clip,oracle_finetune")
     res = reproduce(args.dataset, args.config, args.seeds, out, data_root=args.data_root, clip=args.clip,
-                    clip_pretrained=args.clip_pretrained)
+                    clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 

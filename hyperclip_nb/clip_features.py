@@ -18,9 +18,9 @@ from . import meta_shapes as ms
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'ClipConfig', 'to_uint8', 'normalize_images', 'build_tiny_clip',
            'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots', 'n_conjunctions',
            'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say', 'clip_loss',
-           'pretrain_image_tower', 'tune_text_tower', 'train_tiny_clip', 'Bundle', 'load_pretrained_clip', 'load_clip',
-           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
-           'extract_features', 'metashapes_features']
+           'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower', 'train_tiny_clip',
+           'Bundle', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts', 'encode_images',
+           'SplitIndex', 'TaskBatch', 'Features', 'extract_features', 'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #6e4a6168
 @dataclass
@@ -120,8 +120,12 @@ class ClosedVocabTokenizer:
     @property
     def vocab_size(self) -> int: return len(self.bpe_ids) + 4
     def __call__(self, texts:list[str]) -> torch.Tensor:
-        "Token ids [len(texts), context_length]."
-        return self.lut[self.bpe(list(texts), context_length=self.context_length)]
+        "Token ids [len(texts), context_length]; each distinct text is encoded once (statements recur in training)."
+        memo = self.__dict__.setdefault('_memo', {})
+        if len(memo) > 200_000: memo.clear()
+        if new := list(dict.fromkeys(t for t in texts if t not in memo)):
+            memo.update(zip(new, self.lut[self.bpe(new, context_length=self.context_length)]))
+        return torch.stack([memo[t] for t in texts]) if texts else torch.zeros(0, self.context_length, dtype=torch.long)
     def unknown_words(self, text:str) -> list[str]:
         "Words of `text` that contain a token outside the vocabulary (they all read as one UNK token)."
         return [w for w in text.split() if (self([w])[0] == self.unk).any()]
@@ -248,6 +252,22 @@ def pretrain_image_tower(model, imgs:torch.Tensor, labels:torch.Tensor, counts:t
     hist['heldout_count_acc'] = (out[:, n_slots * K:].reshape(-1, n_counts, KC).argmax(-1) == counts[n_train:]).float().mean().item()
     return hist
 
+def encode_text_cut(model, text:torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(text, normalize=True)` on token ids cut after the batch's last EOT. The text tower is causal
+    and pools at the EOT token, so the padding beyond it never changes the embedding: this only saves the work."""
+    L = int(text.argmax(-1).max()) + 1            # EOT has the largest id: argmax is its position
+    t = text[:, :L]
+    x = model.token_embedding(t) + model.positional_embedding[:L]
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:L, :L]))
+    return F.normalize(x[torch.arange(len(t)), t.argmax(-1)] @ model.text_projection, dim=-1)
+
+def encode_text_grouped(model, text:torch.Tensor, short:int=16) -> torch.Tensor:
+    "`encode_text_cut` run separately on short texts (statements) and long ones (captions), rows in the input order."
+    is_short = (text.argmax(-1) + 1) <= short
+    groups = [g for g in (torch.nonzero(is_short).flatten(), torch.nonzero(~is_short).flatten()) if len(g)]
+    emb = torch.cat([encode_text_cut(model, text[g]) for g in groups])
+    return emb[torch.argsort(torch.cat(groups))]
+
 def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, tok, cfg:ClipConfig,
                     g:torch.Generator, rng:random.Random, questions:set, n_train:int) -> dict:
     "Stage 2: train the text tower against locked image embeddings emb [N, d] (normalized) with the multi-positive loss."
@@ -269,7 +289,7 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
         B = len(idx); pos = torch.zeros(B, len(texts)); pos[:, :B] = torch.eye(B)   # a caption is true of its own scene
         for j, st in enumerate(stmts):
             if st: pos[:, j] = statement_truth(slots[idx], *st).float()
-        txt = model.encode_text(tok(texts), normalize=True)
+        txt = encode_text_grouped(model, tok(texts))
         loss = clip_loss(emb[idx], txt, model.logit_scale.exp().clamp(max=100), pos)
         _check(loss, 'stage 2', step, 'lr')
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
