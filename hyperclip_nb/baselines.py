@@ -320,24 +320,8 @@ def film_weights(theta:torch.Tensor,  # [D] the shared adapter
     return flatten(s[:, :, None] * W1, W2.expand(B, -1, -1), s * b1 + beta, b2.expand(B, -1))
 
 @dataclass
-class FilmConfig(ConfigBase):
-    "Conditional multitask FiLM (Algorithm 6, our design): a shared adapter modulated by a FiLM net of the question."
-    hidden: int = 64           # adapter width h
-    width: int = 128           # FiLM net width [METHOD]
-    epochs: int = 300
-    meta_batch: int = 32
-    lr: float = 1e-3           # Adam
-    max_norm: float = 10.0     # gradient clipping before the step
-    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
-    val_every: int = 5         # epochs between validation scores
-    seed: int = 0
-    def validate(self):
-        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
-        self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
-    @classmethod
-    def tiny(cls): return cls(hidden=16, width=32, epochs=30, lr=1e-2)
-    @classmethod
-    def paper(cls): return cls(hidden=256, epochs=1000)
+class FilmConfig(CondMultitaskConfig):
+    "Conditional multitask FiLM (Algorithm 6, our design): the fields and presets of Algorithm 5; `width` is the FiLM net's."
 
 class FilmModel(torch.nn.Module):
     "θ (a shared adapter, N(0, 1) init) and the FiLM net F_ψ: d → width (ReLU) → 2h, last layer zero."
