@@ -106,11 +106,13 @@ class ZeroShot:
     def weights(self) -> torch.Tensor:
         with torch.no_grad(): return self.decode(self.p0) if self.decode else self.p0
 
-def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None) -> dict:
+def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method') -> dict:
     "Per-task zero-shot and few-shot accuracy [B] of a method's output on `tb`, and its n-shot curve if `n_shot` gives N_max and R."
     if isinstance(out, torch.Tensor): return {'zero_shot': out}      # a reference row that is already an accuracy
-    p0 = out.p0.detach()
-    res = {'zero_shot': query_accuracy(out.weights(), tb), 'few_shot': few_shot_accuracy(p0, tb, out.decode)}
+    p0, W = out.p0.detach(), out.weights()
+    if not (torch.isfinite(p0).all() and torch.isfinite(W).all()):   # a NaN would score as a silent, plausible number
+        raise FloatingPointError(f"{name}: its zero-shot weights contain NaN or inf; lower that stage's learning rate and rerun")
+    res = {'zero_shot': query_accuracy(W, tb), 'few_shot': few_shot_accuracy(p0, tb, out.decode)}
     if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed)
     return res
 
@@ -245,7 +247,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         with timed(timings, name):
             for s in progress(seeds, desc=name):
                 set_seed(s)
-                r = score(METHODS[name](feats, cfgs, s), test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None)
+                r = score(METHODS[name](feats, cfgs, s), test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
                 zs.append(r['zero_shot'].mean().item())
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
