@@ -19,6 +19,9 @@ from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_m
                                     CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
 from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
 from .hvae import HVAEConfig, cached_hvae
+from .hyperclip import HyperClipConfig, hyperclip_zero_shot
+from .diffusion import DiffusionConfig
+from .hyperldm import hyperldm_zero_shot
 
 # %% auto #0
 __all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource', 'dataset_features',
@@ -36,7 +39,8 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
             'adapter': get_preset(AdapterConfig, preset), 'multitask': get_preset(MultitaskConfig, preset),
             'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset),
             'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
-            'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset)}
+            'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset),
+            'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
@@ -144,10 +148,24 @@ def _uncond_hvae(feats, cfgs, seed):
                            cfgs['hvae'].replace(seed=seed), _sources(cfgs))
     return ZeroShot(model.z_init, model.dec)
 
+def _hyperclip(space):
+    def run(feats, cfgs, seed):
+        z, decode = hyperclip_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                                        cfgs['hyperclip'].replace(seed=seed), _sources(cfgs), space,
+                                        hvae_cfg=cfgs['hvae'].replace(seed=seed))
+        return ZeroShot(z, decode)
+    return run
+
+def _hnet_hyperldm(feats, cfgs, seed):
+    z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                                   cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=1.0, steps=50, seed=seed)
+    return ZeroShot(z, decode)
+
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
            'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
-           'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae}
+           'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae, 'hnet_hyperclip': _hyperclip('hnet'),
+           'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hnet_hyperldm}
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
 def calibration(methods:dict, chance_acc:float) -> dict:
