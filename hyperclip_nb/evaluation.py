@@ -21,12 +21,12 @@ from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
 from .hvae import HVAEConfig, cached_hvae
 from .hyperclip import HyperClipConfig, hyperclip_zero_shot
 from .diffusion import DiffusionConfig
-from .hyperldm import hyperldm_zero_shot
+from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
 
 # %% auto #0
 __all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource', 'dataset_features',
-           'ZeroShot', 'score', 'calibration', 'results_markdown', 'plot_n_shot', 'save_n_shot_plot', 'versions',
-           'check_out_dir', 'reproduce']
+           'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'save_n_shot_plot',
+           'versions', 'check_out_dir', 'reproduce']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -161,6 +161,16 @@ def _hnet_hyperldm(feats, cfgs, seed):
                                    cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=1.0, steps=50, seed=seed)
     return ZeroShot(z, decode)
 
+def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS) -> dict:
+    """{γ: meta-test zero-shot accuracy} of HyperLDM on HNet latents for every guidance scale, sampled in one batched
+    call: a report of how classifier-free guidance acts, never used to pick γ (the row keeps γ = 1)."""
+    ldm, _ = cached_hyperldm(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                             cfgs['hyperldm'].replace(seed=seed), _sources(cfgs))
+    hnet, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), _sources(cfgs))
+    tb = feats.tasks('meta_test')
+    with torch.no_grad():
+        return {g: query_accuracy(hnet.G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, 50, seed).items()}
+
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
            'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
@@ -202,6 +212,10 @@ def results_markdown(res:dict) -> str:
                   "on the same restricted query sets).", '',
                   '| method | ' + ' | '.join(f'n={n}' for n in ns) + ' |', '|---|' + '---|' * len(ns)]
         lines += [f"| {k} | " + ' | '.join(_pct(m) for m in c['mean']) + ' |' for k, c in curves.items()]
+    for m, sw in res.get('guidance_sweep', {}).items():
+        lines += ['', f"Classifier-free guidance sweep, {m}, zero-shot accuracy (%) by guidance scale γ (mean over seeds; "
+                  "reported, not used to choose γ):", '', '| ' + ' | '.join(f'γ={g}' for g in sw) + ' |',
+                  '|' + '---|' * len(sw), '| ' + ' | '.join(_pct(a) for a in sw.values()) + ' |']
     c = res.get('calibration', {})
     if c:
         lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
@@ -270,7 +284,13 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
         results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
+    if 'hnet_hyperldm' in names:
+        with timed(timings, 'guidance_sweep'):
+            sweeps = [guidance_sweep(feats, cfgs, s) for s in seeds]
+        results_sweep = {'hnet_hyperldm': {str(g): float(np.mean([sw[g] for sw in sweeps])) for g in sweeps[0]}}
+    else: results_sweep = {}
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
+           'guidance_sweep': results_sweep,
            'calibration': calibration(results, chance(test_tb).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
