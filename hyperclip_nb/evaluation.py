@@ -156,10 +156,13 @@ def _hyperclip(space):
         return ZeroShot(z, decode)
     return run
 
-def _hnet_hyperldm(feats, cfgs, seed):
-    z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                                   cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=1.0, steps=50, seed=seed)
-    return ZeroShot(z, decode)
+def _hyperldm(space):
+    def run(feats, cfgs, seed):
+        z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                                       cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=1.0, steps=50, seed=seed,
+                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed))
+        return ZeroShot(z, decode)
+    return run
 
 def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS) -> dict:
     """{γ: meta-test zero-shot accuracy} of HyperLDM on HNet latents for every guidance scale, sampled in one batched
@@ -175,7 +178,7 @@ METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncon
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
            'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
            'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae, 'hnet_hyperclip': _hyperclip('hnet'),
-           'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hnet_hyperldm}
+           'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hyperldm('hnet'), 'hvae_hyperldm': _hyperldm('hvae')}
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
 def calibration(methods:dict, chance_acc:float) -> dict:

@@ -11,6 +11,8 @@ from .core import *
 from .clip_features import Features, Bundle
 from .clip_adapter import query_accuracy
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
+from .hvae import HVAEConfig
+from .hyperclip import space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
@@ -53,26 +55,32 @@ def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
 
 # %% ../nbs/10_hyperldm.ipynb #da000009
 def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
-                    sources:dict) -> tuple[HyperLDM, dict]:
-    "(HyperLDM, history) trained on the cached HNet latents of `feats`, or loaded from the cache."
+                    sources:dict, space:str='hnet', hvae_cfg:HVAEConfig|None=None) -> tuple[HyperLDM, dict]:
+    "(HyperLDM, history) trained on the cached latents of `space` ('hnet', or 'hvae' with `hvae_cfg`), or loaded from the cache."
     def build(bundle, out):
         t0 = time.perf_counter()
-        ldm, hist = fit_hyperldm(cached_latents(feats, hnet_cfg, pre_cfg, sources), cfg)
+        ldm, hist = fit_hyperldm(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1], cfg)
         save_tensors(out/'hyperldm.safetensors', {**{f'model.{k}': v for k, v in ldm.model.state_dict().items()},
                                                   'mu': ldm.mu, 'sigma': ldm.sigma})
         every = max(1, len(hist['loss']) // 1000)          # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', {'loss': hist['loss'][::every], 'loss_every': every, 'null_frac': hist['null_frac']})
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
-    art = load_or_build('hyperldm', Bundle.of(**sources, hnet=hnet_cfg, precompute=pre_cfg, ldm=cfg), build)
+    parts = dict(**sources, hnet=hnet_cfg, precompute=pre_cfg, ldm=cfg)
+    if space == 'hvae':
+        if hvae_cfg is None: raise ConfigError("space='hvae' needs hvae_cfg, the HVAEConfig of the decoder")
+        parts['hvae'] = hvae_cfg
+    art = load_or_build('hyperldm' if space == 'hnet' else 'hvae_hyperldm', Bundle.of(**parts), build)
     t = art.tensors('hyperldm.safetensors')
-    model = Denoiser(hnet_cfg.latent, feats.d, cfg.width, cfg.depth, cfg.temb)
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
+    k = hnet_cfg.latent if space == 'hnet' else hvae_cfg.latent
+    model = Denoiser(k, feats.d, cfg.width, cfg.depth, cfg.temb)
+    model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
     ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'])
     return ldm, art.json('history.json')
 
 def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
-                       sources:dict, g:float=1., steps:int|None=50, seed:int=0):
-    "(z [B, k], decode): one sampled latent per meta-test task at guidance scale g, and the HNet's G to decode it."
-    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre_cfg, cfg, sources)
-    hnet, _ = cached_hnet(feats, hnet_cfg, sources)
-    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), hnet.G
+                       sources:dict, g:float=1., steps:int|None=50, seed:int=0, space:str='hnet',
+                       hvae_cfg:HVAEConfig|None=None):
+    "(z [B, k], decode): one sampled latent per meta-test task at guidance scale g, and the generator of `space` to decode it."
+    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre_cfg, cfg, sources, space, hvae_cfg)
+    G, _ = space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)
+    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), G
