@@ -14,11 +14,11 @@ from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0
-__all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'validation_split', 'meta_train', 'fit_uncond_multitask',
-           'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad',
-           'maml_meta_grad_loop', 'synthetic_tasks', 'check_inner_steps', 'MamlConfig', 'fit_mnet_maml',
-           'bench_maml_vmap', 'weight_generator', 'CondMultitaskConfig', 'fit_cond_multitask', 'eval_hypernet',
-           'film_weights', 'FilmConfig', 'FilmModel', 'fit_cond_multitask_film']
+__all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'clipped_step', 'validation_split', 'meta_train',
+           'fit_uncond_multitask', 'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps',
+           'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop', 'synthetic_tasks', 'check_inner_steps', 'MamlConfig',
+           'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'CondMultitaskConfig', 'fit_cond_multitask',
+           'eval_hypernet', 'film_weights', 'FilmConfig', 'FilmModel', 'fit_cond_multitask_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
@@ -53,6 +53,11 @@ def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the lea
     if not torch.isfinite(loss).all():
         raise FloatingPointError(f"{stage}: loss is {loss.detach().flatten()[0].item()} at step {step}; {hint}")
 
+def clipped_step(opt:torch.optim.Optimizer, params, max_norm:float) -> bool:
+    "Clip the gradient of `params` to norm `max_norm`, then take the optimizer step (the paper's order); True if the clip acted."
+    clipped = bool(torch.nn.utils.clip_grad_norm_(params, max_norm) > max_norm)
+    opt.step(); return clipped
+
 def validation_split(n_tasks:int, frac:float, seed:int=2021) -> tuple[torch.Tensor, torch.Tensor]:
     "A fixed, seeded split of the meta-train task indices into (training, validation); the same for every method and seed."
     perm = torch.randperm(n_tasks, generator=as_generator(seed))
@@ -77,8 +82,8 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
             opt.zero_grad()
             loss = batch_step(feats.tasks('meta_train', train_idx[idx]), g)
             check_finite(loss, stage, step, hint)
-            n_clipped += int(torch.nn.utils.clip_grad_norm_(params, cfg.max_norm) > cfg.max_norm)   # clip, then step
-            opt.step(); step += 1; losses.append(loss.mean().item())
+            n_clipped += clipped_step(opt, params, cfg.max_norm)
+            step += 1; losses.append(loss.mean().item())
         hist['loss'].append(float(np.mean(losses)))
         if on_epoch: on_epoch(epoch, hist)
         if val_tb is not None and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):

@@ -108,6 +108,7 @@ class ClosedVocabTokenizer:
         self.lut[0] = 0
         self.lut[torch.tensor(self.bpe_ids, dtype=torch.long)] = torch.arange(1, n + 1)
         self.lut[self.bpe.sot_token_id], self.lut[self.bpe.eot_token_id] = self.sot, self.eot
+        self._memo = {}   # text -> token ids: statements recur throughout training
 
     @classmethod
     def from_texts(cls, texts:list[str], context_length:int) -> 'ClosedVocabTokenizer':
@@ -121,11 +122,10 @@ class ClosedVocabTokenizer:
     def vocab_size(self) -> int: return len(self.bpe_ids) + 4
     def __call__(self, texts:list[str]) -> torch.Tensor:
         "Token ids [len(texts), context_length]; each distinct text is encoded once (statements recur in training)."
-        memo = self.__dict__.setdefault('_memo', {})
-        if len(memo) > 200_000: memo.clear()
-        if new := list(dict.fromkeys(t for t in texts if t not in memo)):
-            memo.update(zip(new, self.lut[self.bpe(new, context_length=self.context_length)]))
-        return torch.stack([memo[t] for t in texts]) if texts else torch.zeros(0, self.context_length, dtype=torch.long)
+        if len(self._memo) > 200_000: self._memo.clear()
+        if new := list(dict.fromkeys(t for t in texts if t not in self._memo)):
+            self._memo.update(zip(new, self.lut[self.bpe(new, context_length=self.context_length)]))
+        return torch.stack([self._memo[t] for t in texts]) if texts else torch.zeros(0, self.context_length, dtype=torch.long)
     def unknown_words(self, text:str) -> list[str]:
         "Words of `text` that contain a token outside the vocabulary (they all read as one UNK token)."
         return [w for w in text.split() if (self([w])[0] == self.unk).any()]

@@ -8,7 +8,7 @@ import copy, math, time
 from dataclasses import dataclass
 import torch
 from .core import *
-from .baselines import check_finite
+from .baselines import check_finite, clipped_step
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
@@ -212,8 +212,7 @@ def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized laten
         loss = diffusion_loss(model, sched, x0[idx], c, g)
         check_finite(loss, 'diffusion', step)
         opt.zero_grad(); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_norm)   # clip, then step
-        opt.step()
+        clipped_step(opt, list(model.parameters()), cfg.max_norm)
         if ema is not None:
             with torch.no_grad():
                 for pe, p in zip(ema.parameters(), model.parameters()): pe.lerp_(p, 1 - cfg.ema)

@@ -12,7 +12,7 @@ import torch
 from .core import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy
-from .baselines import weight_generator, meta_batches, check_finite
+from .baselines import weight_generator, check_finite, clipped_step
 from .hypernet import (HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents,
                                    latent_accuracies, precompute_latents)
 
@@ -79,19 +79,17 @@ def fit_hvae(G:torch.nn.Module,   # the HNet's generator G_φ (frozen): latents 
     with torch.no_grad(): D = G(lat.z_init).shape[-1]
     model = HVAE(D, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    P, N = lat.latents.shape[:2]
     hist = {'loss': [], 'recon': [], 'kl': []}; step = n_clipped = 0
     for epoch in progress(range(cfg.epochs), desc='HVAE'):
-        p = int(torch.randint(P, (1,), generator=g))                   # one precompute pass per epoch
-        sums = np.zeros(3)
-        for idx in meta_batches(N, cfg.batch, g):
+        sums, n = np.zeros(3), 0
+        for p, idx in lat.epoch_batches(cfg.batch, g):                  # one precompute pass per epoch
             with torch.no_grad(): W = G(lat.latents[p, idx])            # [B, D], computed on the fly
             loss, recon, kl = hvae_loss(model, W, g, cfg.beta_kl)
             check_finite(loss, 'hvae', step, 'lower HVAEConfig.lr')
             opt.zero_grad(); loss.backward()
-            n_clipped += int(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_norm) > cfg.max_norm)
-            opt.step(); step += 1; sums += [loss.item(), recon.item(), kl.item()]
-        for k, v in zip(hist, sums / math.ceil(N / cfg.batch)): hist[k].append(float(v))
+            n_clipped += clipped_step(opt, list(model.parameters()), cfg.max_norm)
+            step += 1; n += 1; sums += [loss.item(), recon.item(), kl.item()]
+        for k, v in zip(hist, sums / n): hist[k].append(float(v))
     hist['clip_fraction'] = n_clipped / max(1, step)
     with torch.no_grad(): model.z_init.copy_(model.encode(G(lat.z_init[None]))[0][0])
     return model.eval(), hist

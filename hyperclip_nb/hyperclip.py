@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .core import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
-from .baselines import weight_generator, meta_batches, check_finite
+from .baselines import weight_generator, check_finite, clipped_step
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents
 
@@ -104,17 +104,15 @@ def fit_hyperclip(G:torch.nn.Module,   # frozen generator: latents [B, k] → we
     opt = torch.optim.Adam(params, lr=cfg.lr)
     hist = {'loss': [], 'acc': [], 'scale': []}; step = n_clipped = 0
     for epoch in progress(range(cfg.epochs), desc='HyperCLIP'):
-        p = int(torch.randint(P, (1,), generator=g))                       # one precompute pass per epoch
         sums = np.zeros(2); n = 0
-        for idx in meta_batches(N, cfg.batch, g):
-            if len(idx) < cfg.batch: continue                               # drop the last partial batch
+        for p, idx in lat.epoch_batches(cfg.batch, g, drop_last=True):     # one precompute pass per epoch
             z, q = lat.latents[p, idx], lat.question[lat.task_ids[p, idx]]
             with torch.no_grad(): x = G(z) if cfg.input == 'weights' else z  # W computed on the fly, G frozen
             loss, acc = hyperclip_loss(model(x), q, model.logit_scale)
             check_finite(loss, 'hyperclip', step, 'lower HyperClipConfig.lr')
             opt.zero_grad(); loss.backward()
-            n_clipped += int(torch.nn.utils.clip_grad_norm_(params, cfg.max_norm) > cfg.max_norm)
-            opt.step(); model.clamp_scale_(); step += 1; n += 1
+            n_clipped += clipped_step(opt, params, cfg.max_norm)
+            model.clamp_scale_(); step += 1; n += 1
             sums += [loss.item(), acc.item()]
         hist['loss'].append(float(sums[0] / n)); hist['acc'].append(float(sums[1] / n))
         hist['scale'].append(model.logit_scale.exp().item())

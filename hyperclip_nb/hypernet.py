@@ -240,6 +240,11 @@ class Latents:
     def questions(self) -> torch.Tensor:
         "Question embeddings [P, N, d] aligned with `latents`."
         return self.question[self.task_ids]
+    def epoch_batches(self, batch:int, generator:torch.Generator, drop_last:bool=False):
+        "One consumer epoch (METHOD.md section 3): a random pass p, its rows shuffled into batches; yields (p, row indices)."
+        p = int(torch.randint(self.latents.shape[0], (1,), generator=generator))
+        for idx in meta_batches(self.latents.shape[1], batch, generator):
+            if not (drop_last and len(idx) < batch): yield p, idx
     def save(self, path:str|Path): save_tensors(path, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
     @classmethod
     def load(cls, path:str|Path, k:int, d:int, k_name:str='HNetConfig.latent') -> 'Latents':
