@@ -19,14 +19,14 @@ from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_m
                                     CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
 from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
 from .hvae import HVAEConfig, cached_hvae
-from .hyperclip import HyperClipConfig, hyperclip_zero_shot
+from .hyperclip import HyperClipConfig, hyperclip_zero_shot, space_generator
 from .diffusion import DiffusionConfig
 from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
 
 # %% auto #0
-__all__ = ['DATASETS', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource', 'dataset_features',
-           'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'save_n_shot_plot',
-           'versions', 'check_out_dir', 'reproduce']
+__all__ = ['DATASETS', 'SWEEP_SPACES', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource',
+           'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot',
+           'plot_guidance_sweep', 'save_guidance_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -107,6 +107,7 @@ class ZeroShot:
     the map from it to adapter weights (None: p0 are the weights). Zero-shot, few-shot and n-shot are all scored from it."""
     p0: torch.Tensor
     decode: object = None
+    info: dict = field(default_factory=dict)   # choices made on validation tasks (the guidance scale γ, the guidance steps S)
     def weights(self) -> torch.Tensor:
         with torch.no_grad(): return self.decode(self.p0) if self.decode else self.p0
 
@@ -150,29 +151,33 @@ def _uncond_hvae(feats, cfgs, seed):
 
 def _hyperclip(space):
     def run(feats, cfgs, seed):
+        log = {}
         z, decode = hyperclip_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
                                         cfgs['hyperclip'].replace(seed=seed), _sources(cfgs), space,
-                                        hvae_cfg=cfgs['hvae'].replace(seed=seed))
-        return ZeroShot(z, decode)
+                                        hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log, choose_steps=True)
+        return ZeroShot(z, decode, {'guide_steps': log['guide_steps']})
     return run
 
 def _hyperldm(space):
     def run(feats, cfgs, seed):
+        log = {}
         z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                                       cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=1.0, steps=50, seed=seed,
-                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed))
-        return ZeroShot(z, decode)
+                                       cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=None, steps=50, seed=seed,
+                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log)
+        return ZeroShot(z, decode, {'gamma': log['gamma']})
     return run
 
-def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS) -> dict:
-    """{γ: meta-test zero-shot accuracy} of HyperLDM on HNet latents for every guidance scale, sampled in one batched
-    call: a report of how classifier-free guidance acts, never used to pick γ (the row keeps γ = 1)."""
-    ldm, _ = cached_hyperldm(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                             cfgs['hyperldm'].replace(seed=seed), _sources(cfgs))
-    hnet, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), _sources(cfgs))
+SWEEP_SPACES = {'hnet_hyperldm': 'hnet', 'hvae_hyperldm': 'hvae'}
+
+def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS, space:str='hnet') -> dict:
+    """{γ: meta-test zero-shot accuracy} of HyperLDM in `space` for every guidance scale, sampled in one batched call: a
+    report of how classifier-free guidance acts, never used to pick γ (the rows choose γ on validation tasks)."""
+    hnet_cfg, pre, hv = (cfgs[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hvae'))
+    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre, cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), space, hv)
+    G, _ = space_generator(feats, hnet_cfg, pre, _sources(cfgs), space, hv)
     tb = feats.tasks('meta_test')
     with torch.no_grad():
-        return {g: query_accuracy(hnet.G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, 50, seed).items()}
+        return {g: query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, 50, seed).items()}
 
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
@@ -202,10 +207,14 @@ def results_markdown(res:dict) -> str:
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
              "accuracy averaged over meta-test tasks.", '',
              'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
-             '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | zero-shot per seed |', '|---|---|---|---|---|---|']
+             'Choice: the guidance scale γ (HyperLDM) or the number of guidance steps S (HyperCLIP), chosen per seed on '
+             'validation tasks.', '',
+             '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | choice | zero-shot per seed |',
+             '|---|---|---|---|---|---|---|']
     for name, r in res['methods'].items():
+        ch = '; '.join(f"{'γ' if k == 'gamma' else 'S'} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
         lines.append(f"| {name} | {_pct(r['zero_shot_acc'])} | {_pct(r['zero_shot_acc_std'])} | "
-                     f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | "
+                     f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | {ch or '—'} | "
                      + ', '.join(_pct(x) for x in r['per_seed']) + ' |')
     curves = {k: r['n_shot'] for k, r in res['methods'].items() if r.get('n_shot', {}).get('n')}
     if curves:
@@ -215,10 +224,16 @@ def results_markdown(res:dict) -> str:
                   "on the same restricted query sets).", '',
                   '| method | ' + ' | '.join(f'n={n}' for n in ns) + ' |', '|---|' + '---|' * len(ns)]
         lines += [f"| {k} | " + ' | '.join(_pct(m) for m in c['mean']) + ' |' for k, c in curves.items()]
-    for m, sw in res.get('guidance_sweep', {}).items():
-        lines += ['', f"Classifier-free guidance sweep, {m}, zero-shot accuracy (%) by guidance scale γ (mean over seeds; "
-                  "reported, not used to choose γ):", '', '| ' + ' | '.join(f'γ={g}' for g in sw) + ' |',
-                  '|' + '---|' * len(sw), '| ' + ' | '.join(_pct(a) for a in sw.values()) + ' |']
+    sweeps = res.get('guidance_sweep', {})
+    if sweeps:
+        gs = list(next(iter(sweeps.values())))
+        lines += ['', "Classifier-free guidance sweep: meta-test zero-shot accuracy (%) by guidance scale γ, mean ± std over "
+                  "seeds (a description of guidance; γ is chosen on validation tasks, not here):", '',
+                  '| method | ' + ' | '.join(f'γ={g}' for g in gs) + ' |', '|---|' + '---|' * len(gs)]
+        for m, sw in sweeps.items():
+            sd = res.get('guidance_sweep_std', {}).get(m, {})
+            lines.append(f'| {m} | ' + ' | '.join(_pct(sw[g]) + (f' ± {_pct(sd[g])}' if sd.get(g) is not None else '')
+                                                  for g in gs) + ' |')
     c = res.get('calibration', {})
     if c:
         lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
@@ -238,6 +253,27 @@ def plot_n_shot(res:dict, ax=None):
     ax.set(xlabel='support pairs per answer (n)', ylabel='query accuracy (%)', title=f"n-shot, {res['dataset']} ({res['config']})")
     ax.legend(fontsize=7)
     return ax
+
+def plot_guidance_sweep(res:dict, ax=None):
+    "Meta-test zero-shot accuracy against the guidance scale γ (symlog axis), one line per method, ± std over seeds."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
+    for m, sw in res['guidance_sweep'].items():
+        g = np.array([float(k) for k in sw]); a = 100 * np.array(list(sw.values()))
+        sd = res.get('guidance_sweep_std', {}).get(m, {})
+        ax.errorbar(g, a, yerr=100 * np.array([sd.get(k) or 0. for k in sw]), marker='o', capsize=3, label=m)
+    ax.set_xscale('symlog', linthresh=1); ax.set_xticks(g); ax.set_xticklabels([f'{x:g}' for x in g])
+    ax.axvline(1, color='grey', lw=0.8, ls=':')   # γ = 1: the plain conditional model, no extra guidance
+    ax.set(xlabel='guidance scale γ', ylabel='meta-test zero-shot accuracy (%)', title='classifier-free guidance')
+    ax.legend(fontsize=8); return ax
+
+def save_guidance_plot(res:dict, path:Path):
+    "Write `plot_guidance_sweep` as a PNG, atomically (a bare matplotlib Figure, like `save_n_shot_plot`)."
+    import io
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4)); plot_guidance_sweep(res, fig.subplots())
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+    atomic_write_bytes(path, buf.getvalue())
 
 def save_n_shot_plot(res:dict, path:Path):
     "Write `plot_n_shot` as a PNG, atomically (a bare matplotlib Figure: no GUI backend is touched)."
@@ -278,22 +314,27 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     test_tb = feats.tasks('meta_test')
     results = {}
     for name in names:
-        zs, fs, curves = [], [], []
+        zs, fs, curves, choices = [], [], [], []
         with timed(timings, name):
             for s in progress(seeds, desc=name):
                 set_seed(s)
-                r = score(METHODS[name](feats, cfgs, s), test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
+                zero = METHODS[name](feats, cfgs, s)
+                r = score(zero, test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
                 zs.append(r['zero_shot'].mean().item())
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
-        results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
-    if 'hnet_hyperldm' in names:
-        with timed(timings, 'guidance_sweep'):
-            sweeps = [guidance_sweep(feats, cfgs, s) for s in seeds]
-        results_sweep = {'hnet_hyperldm': {str(g): float(np.mean([sw[g] for sw in sweeps])) for g in sweeps[0]}}
-    else: results_sweep = {}
+                if getattr(zero, 'info', None): choices.append(zero.info)
+        results[name] = (summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
+                         | ({'choice': {k: [c[k] for c in choices] for k in choices[0]}} if choices else {}))
+    results_sweep, sweep_std = {}, {}
+    for name in (n for n in SWEEP_SPACES if n in names):
+        with timed(timings, f'guidance_sweep[{name}]'):
+            sweeps = [guidance_sweep(feats, cfgs, s, space=SWEEP_SPACES[name]) for s in seeds]
+        stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
+        results_sweep[name] = {g: st[0] for g, st in stats.items()}
+        sweep_std[name] = {g: st[1] for g, st in stats.items()}
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
-           'guidance_sweep': results_sweep,
+           'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std,
            'calibration': calibration(results, chance(test_tb).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
@@ -303,4 +344,5 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     atomic_write_json(out/'results.json', res)
     atomic_write_text(out/'results.md', results_markdown(res))
     if n_shot: save_n_shot_plot(res, out/'n_shot.png')
+    if results_sweep: save_guidance_plot(res, out/'guidance_sweep.png')
     return res

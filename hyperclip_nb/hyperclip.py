@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from .core import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
-from .baselines import weight_generator, check_finite, clipped_step
+from .baselines import weight_generator, check_finite, clipped_step, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents
 
 # %% auto #0
 __all__ = ['SCALE_INIT', 'SCALE_MAX', 'SPACES', 'HyperClipConfig', 'weight_encoder', 'HyperClip', 'infonce', 'hyperclip_loss',
            'fit_hyperclip', 'task_classification', 'guide', 'save_hyperclip', 'load_hyperclip', 'space_generator',
-           'cached_hyperclip', 'hyperclip_zero_shot']
+           'cached_hyperclip', 'choose_guide_steps', 'hyperclip_zero_shot']
 
 # %% ../nbs/08_hyperclip.ipynb #f23afac3
 @dataclass
@@ -210,12 +210,26 @@ def cached_hyperclip(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, 
     n_in = adapter_size(feats.d, hnet_cfg.hidden) if cfg.input == 'weights' else lat.k
     return load_hyperclip(art.file('hyperclip.safetensors'), n_in, feats.d, cfg), art.json('history.json') | {'seconds': art.meta.get('seconds')}
 
+def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, feats:Features, val_frac:float,
+                       cfg:HyperClipConfig) -> tuple[int, list]:
+    """(S*, accuracy after each step 0..S): the number of guidance steps S* ≤ `cfg.guide_steps` with the best mean query
+    accuracy (ties to fewer steps) on the validation tasks, the meta-train tasks the precomputed latents left out."""
+    _, val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)
+    if len(val_idx) == 0: raise ConfigError("choosing S needs validation tasks: set PrecomputeConfig.val_frac > 0")
+    tb = feats.tasks('meta_train', val_idx)
+    _, log = guide(model, G, z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=tb)
+    return int(np.argmax(log['acc'])), log['acc']
+
 def hyperclip_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HyperClipConfig, sources:dict,
-                        space:str='hnet', hvae_cfg:HVAEConfig|None=None, log:dict|None=None) -> tuple[torch.Tensor, torch.nn.Module]:
-    "(guided latents z [B, k] of the meta-test tasks, the generator decoding them): rows `hnet_hyperclip` / `hvae_hyperclip`."
+                        space:str='hnet', hvae_cfg:HVAEConfig|None=None, log:dict|None=None,
+                        choose_steps:bool=False) -> tuple[torch.Tensor, torch.nn.Module]:
+    """(guided latents z [B, k] of the meta-test tasks, the generator decoding them): rows `hnet_hyperclip` /
+    `hvae_hyperclip`. `choose_steps`: run S* steps chosen on the validation tasks (`choose_guide_steps`) instead of
+    `cfg.guide_steps`; `log` receives the guidance log, 'guide_steps' and, when chosen, 'val_acc' per step."""
     G, lat = space_generator(feats, hnet_cfg, pre, sources, space, hvae_cfg)
     model, _ = cached_hyperclip(feats, hnet_cfg, pre, cfg, sources, space, hvae_cfg)
+    S, val = (choose_guide_steps(model, G, lat.z_init, feats, pre.val_frac, cfg) if choose_steps else (cfg.guide_steps, None))
     tb = feats.tasks('meta_test')
-    z, steps = guide(model, G, lat.z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
-    if log is not None: log.update(steps)
+    z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
+    if log is not None: log.update(steps | {'guide_steps': S} | ({'val_acc': val} if val else {}))
     return z, G

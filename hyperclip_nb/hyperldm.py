@@ -11,12 +11,13 @@ from .core import *
 from .clip_features import Features, Bundle
 from .clip_adapter import query_accuracy
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
+from .baselines import validation_split
 from .hvae import HVAEConfig
 from .hyperclip import space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
-__all__ = ['GAMMAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'hyperldm_zero_shot']
+__all__ = ['GAMMAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'hyperldm_zero_shot']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -77,10 +78,26 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
     ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'])
     return ldm, art.json('history.json')
 
+def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
+                    steps:int|None=50, seed:int=0) -> tuple[float, dict]:
+    """(γ*, {γ: accuracy}): the guidance scale whose samples score best (mean query accuracy, ties to the smaller γ)
+    on the validation tasks, the meta-train tasks that `precompute_latents` left out at `val_frac`."""
+    _, val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)
+    if len(val_idx) == 0: raise ConfigError("choosing γ needs validation tasks: set PrecomputeConfig.val_frac > 0, or pass g")
+    tb = feats.tasks('meta_train', val_idx)
+    with torch.no_grad():
+        acc = {float(g): query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed).items()}
+    return max(acc, key=acc.get), acc
+
 def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
-                       sources:dict, g:float=1., steps:int|None=50, seed:int=0, space:str='hnet',
-                       hvae_cfg:HVAEConfig|None=None):
-    "(z [B, k], decode): one sampled latent per meta-test task at guidance scale g, and the generator of `space` to decode it."
+                       sources:dict, g:float|None=1., steps:int|None=50, seed:int=0, space:str='hnet',
+                       hvae_cfg:HVAEConfig|None=None, log:dict|None=None):
+    """(z [B, k], decode): one sampled latent per meta-test task at guidance scale g, and the generator of `space` to
+    decode it. `g=None` chooses γ among `GAMMAS` on the validation tasks (`choose_guidance`); `log` receives
+    'gamma' and, when chosen, 'val_acc' {γ: accuracy}."""
     ldm, _ = cached_hyperldm(feats, hnet_cfg, pre_cfg, cfg, sources, space, hvae_cfg)
     G, _ = space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)
+    val = None
+    if g is None: g, val = choose_guidance(ldm, G, feats, pre_cfg.val_frac, GAMMAS, steps, seed + 1000)
+    if log is not None: log.update({'gamma': float(g)} | ({'val_acc': val} if val else {}))
     return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), G

@@ -15,7 +15,7 @@ from .core import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
 from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, check_finite, task_loss,
-                                    clip_norm, split_roles, check_inner_steps, synthetic_tasks)
+                                    clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)
 from .meta_shapes import FAMILY_BY_NAME
 
 # %% auto #0
@@ -207,9 +207,11 @@ class PrecomputeConfig(ConfigBase):
     lr: float = 0.1            # [release]
     min_frac: float = 2 / 3    # subset fraction f ~ U[min_frac, 1] of the pooled support ∪ query pairs [release]
     max_norm: float = 10.0     # clip before every step [paper]
+    val_frac: float = 0.1      # meta-train tasks left out: the validation tasks of METHOD 2.1, kept unseen [ours]; 0: none
     seed: int = 0
     def validate(self):
         self.check_positive('passes', 'steps', 'lr', 'max_norm'); self.check_range('min_frac', 0, 1, lo_open=True)
+        self.check_range('val_frac', 0, 1, hi_open=True)
     @classmethod
     def tiny(cls): return cls(passes=3)
     @classmethod
@@ -263,13 +265,15 @@ class Latents:
 def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, k] → weights [B, D]
                        z_init:torch.Tensor,     # [k] the start of every fine-tuning
                        feats:Features, cfg:PrecomputeConfig, chunk:int=1024) -> Latents:
-    "Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both splits."
+    """Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both
+    splits. The validation tasks (`validation_split` at `cfg.val_frac`) are left out of the passes, so no model trained
+    on these latents has seen them."""
     g = as_generator(cfg.seed)
     tune = lambda tb: latent_finetune(G, z_init, tb, cfg.steps, cfg.lr, cfg.max_norm)
-    n = len(feats.splits['meta_train'].questions)
+    fit_idx, _ = validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac)
     lat, ids = [], []
     for p in progress(range(cfg.passes), desc='precompute'):
-        perm = torch.randperm(n, generator=g)
+        perm = fit_idx[torch.randperm(len(fit_idx), generator=g)]
         lat.append(torch.cat([tune(random_subsets(feats.tasks('meta_train', c), cfg.min_frac, g)) for c in perm.split(chunk)]))
         ids.append(perm)
     oracle = {s: torch.cat([tune(feats.tasks(s, c)) for c in torch.arange(len(feats.splits[s].questions)).split(chunk)])
