@@ -19,14 +19,17 @@ from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_m
                                     CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
 from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
 from .hvae import HVAEConfig, cached_hvae
-from .hyperclip import HyperClipConfig, hyperclip_zero_shot, space_generator
+from .hyperclip import (HyperClipConfig, hyperclip_zero_shot, space_generator, cached_hyperclip,
+                                   task_classification)
 from .diffusion import DiffusionConfig
 from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
 
 # %% auto #0
-__all__ = ['DATASETS', 'SWEEP_SPACES', 'METHODS', 'stage_configs', 'summarize_curves', 'summarize', 'MetaVQASource',
-           'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot',
-           'plot_guidance_sweep', 'save_guidance_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce']
+__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'PAPER_METAVQA', 'stage_configs', 'summarize_curves', 'summarize',
+           'MetaVQASource', 'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration',
+           'results_markdown', 'plot_n_shot', 'plot_guidance_sweep', 'save_guidance_plot', 'save_n_shot_plot',
+           'versions', 'check_out_dir', 'reproduce', 'load_results', 'paper_comparison', 'plot_methods',
+           'plot_task_classification', 'plot_results']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -155,7 +158,14 @@ def _hyperclip(space):
         z, decode = hyperclip_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
                                         cfgs['hyperclip'].replace(seed=seed), _sources(cfgs), space,
                                         hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log, choose_steps=True)
-        return ZeroShot(z, decode, {'guide_steps': log['guide_steps']})
+        hc, _ = cached_hyperclip(feats, *(cfgs[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hyperclip')),
+                                 _sources(cfgs), space, cfgs['hvae'].replace(seed=seed))
+        _, lat = space_generator(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                                 _sources(cfgs), space, cfgs['hvae'].replace(seed=seed))
+        cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=seed) for s, z_or, q in
+               (('meta_train', lat.oracle_meta_train, lat.question),
+                ('meta_test', lat.oracle_meta_test, feats.tasks('meta_test').question))}
+        return ZeroShot(z, decode, {'guide_steps': log['guide_steps']} | cls)
     return run
 
 def _hyperldm(space):
@@ -168,6 +178,7 @@ def _hyperldm(space):
     return run
 
 SWEEP_SPACES = {'hnet_hyperldm': 'hnet', 'hvae_hyperldm': 'hvae'}
+CHOICES = ('gamma', 'guide_steps')   # ZeroShot.info keys that are choices made on validation tasks; the rest are diagnostics
 
 def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS, space:str='hnet') -> dict:
     """{γ: meta-test zero-shot accuracy} of HyperLDM in `space` for every guidance scale, sampled in one batched call: a
@@ -324,8 +335,10 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
                 if getattr(zero, 'info', None): choices.append(zero.info)
-        results[name] = (summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
-                         | ({'choice': {k: [c[k] for c in choices] for k in choices[0]}} if choices else {}))
+        results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
+        for key, keep in (('choice', lambda k: k in CHOICES), ('diagnostics', lambda k: k not in CHOICES)):
+            if choices and (ks := [k for k in choices[0] if keep(k)]):
+                results[name][key] = {k: [c[k] for c in choices] for k in ks}
     results_sweep, sweep_std = {}, {}
     for name in (n for n in SWEEP_SPACES if n in names):
         with timed(timings, f'guidance_sweep[{name}]'):
@@ -346,3 +359,66 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     if n_shot: save_n_shot_plot(res, out/'n_shot.png')
     if results_sweep: save_guidance_plot(res, out/'guidance_sweep.png')
     return res
+
+# %% ../nbs/12_evaluation.ipynb #92886b09
+PAPER_METAVQA = {   # Meta-VQA zero-shot accuracy (%), mean ± std [paper, ICLR-2023 version]; baselines not recoverable
+    'hnet_hyperclip': (58.82, 0.27, 'HNet + HyperCLIP guidance'), 'hvae_hyperclip': (58.75, 0.29, 'HVAE + HyperCLIP guidance'),
+    'hnet_hyperldm': (58.70, 0.11, 'HNet + HyperLDM, γ = 1 (58.60 ± 0.09 at γ = 1.5)'),
+    'hvae_hyperldm': (58.97, 0.09, 'HVAE + HyperLDM, γ = 1 (58.89 ± 0.07 at γ = 1.5)')}
+
+def load_results(path:str|Path) -> dict:
+    "A `results.json` written by `reproduce`, checked for the keys the plots need."
+    path = Path(path)
+    try: res = json.loads(path.read_text())
+    except FileNotFoundError as e: raise DataError(f"{path}: not found; run `hyperclip_nb reproduce --out {path.parent}` first") from e
+    except json.JSONDecodeError as e: raise DataError(f"{path}: not valid JSON ({e}); rerun `hyperclip_nb reproduce`") from e
+    if not isinstance(res, dict) or (missing := [k for k in ('methods', 'seeds', 'dataset', 'config') if k not in res]):
+        raise DataError(f"{path}: lacks {missing if isinstance(res, dict) else 'an object'}; is it a results.json of `reproduce`?")
+    return res
+
+def paper_comparison(res:dict) -> str:
+    "Markdown: our zero-shot accuracy of every method beside the paper's Meta-VQA number where one exists."
+    lines = [f"| method | ours: {res['dataset']}, {res['config']} config, {len(res['seeds'])} seed(s) | paper: Meta-VQA |",
+             '|---|---|---|']
+    for name, r in res['methods'].items():
+        p = PAPER_METAVQA.get(name)
+        ours = _pct(r['zero_shot_acc']) + (f" ± {_pct(r['zero_shot_acc_std'])}" if r.get('zero_shot_acc_std') is not None else '')
+        lines.append(f"| {name} | {ours} | {f'{p[0]:.2f} ± {p[1]:.2f} ({p[2]})' if p else '—'} |")
+    return '\n'.join(lines) + '\n'
+
+def plot_methods(res:dict, ax=None):
+    "Bars of zero-shot and few-shot accuracy per method (mean over seeds, error bars ± std), with chance as a line."
+    import matplotlib.pyplot as plt, seaborn as sns, pandas as pd
+    if ax is None: _, ax = plt.subplots(figsize=(10, 4))
+    rows = [{'method': m, 'protocol': proto, 'accuracy (%)': 100 * a}
+            for m, r in res['methods'].items()
+            for proto, key in (('zero-shot', 'per_seed'), ('few-shot', 'few_shot_per_seed')) for a in r.get(key) or []]
+    sns.barplot(pd.DataFrame(rows), x='method', y='accuracy (%)', hue='protocol', errorbar='sd', capsize=0.15, ax=ax)
+    if (c := res.get('calibration', {}).get('chance')) is not None: ax.axhline(100 * c, color='grey', ls=':', label='chance')
+    ax.tick_params(axis='x', rotation=60); ax.set_xlabel('')
+    ax.set_title(f"{res['dataset']}, {res['config']} config, {len(res['seeds'])} seed(s): meta-test accuracy")
+    ax.legend(fontsize=8); return ax
+
+def plot_task_classification(res:dict, ax=None):
+    "HyperCLIP's 1-in-10 task-classification accuracy on meta-train and meta-test tasks (mean ± std over seeds)."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
+    names = [m for m, r in res['methods'].items() if 'task_cls_meta_test' in r.get('diagnostics', {})]
+    for j, split in enumerate(('meta_train', 'meta_test')):
+        vals = [100 * np.asarray(res['methods'][m]['diagnostics'][f'task_cls_{split}']) for m in names]
+        ax.bar(np.arange(len(names)) + 0.4 * j, [v.mean() for v in vals], 0.4, yerr=[v.std() for v in vals],
+               capsize=3, label=split.replace('_', '-'))
+    ax.axhline(10, color='grey', ls=':', label='chance (1 in 10)')
+    ax.set_xticks(np.arange(len(names)) + 0.2); ax.set_xticklabels(names)
+    ax.set(ylabel='accuracy (%)', title='HyperCLIP: pick the task\'s question among 10'); ax.legend(fontsize=8)
+    return ax
+
+def plot_results(res:dict):
+    "The whole comparison of one results dict: methods, guidance sweep, n-shot curves, HyperCLIP diagnostic."
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(14, 9)); gs = fig.add_gridspec(2, 3)
+    plot_methods(res, fig.add_subplot(gs[0, :]))
+    if res.get('guidance_sweep'): plot_guidance_sweep(res, fig.add_subplot(gs[1, 0]))
+    if any(r.get('n_shot') for r in res['methods'].values()): plot_n_shot(res, fig.add_subplot(gs[1, 1]))
+    if any('diagnostics' in r for r in res['methods'].values()): plot_task_classification(res, fig.add_subplot(gs[1, 2]))
+    fig.tight_layout(); return fig

@@ -12,12 +12,15 @@ from .clip_features import Features, Bundle
 from .clip_adapter import query_accuracy
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .baselines import validation_split
+from .hypernet import pca_2d
+import numpy as np
 from .hvae import HVAEConfig
 from .hyperclip import space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
-__all__ = ['GAMMAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'hyperldm_zero_shot']
+__all__ = ['GAMMAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'hyperldm_zero_shot',
+           'compare_samplers', 'plot_samples_beside_finetuned']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -101,3 +104,35 @@ def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeCo
     if g is None: g, val = choose_guidance(ldm, G, feats, pre_cfg.val_frac, GAMMAS, steps, seed + 1000)
     if log is not None: log.update({'gamma': float(g)} | ({'val_acc': val} if val else {}))
     return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), G
+
+# %% ../nbs/10_hyperldm.ipynb #8d9986e1
+def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0) -> dict:
+    "Meta-test accuracy of DDIM-`steps` and of ancestral sampling (mean ± std over `draws` seeded draws) and their denoiser calls."
+    from hyperclip_nb.diffusion import _Counted
+    out = {}
+    for name, s in (('ddim', steps), ('ancestral', None)):
+        calls = {'n': 0}; counted = HyperLDM(_Counted(ldm.model, calls), ldm.sched, ldm.mu, ldm.sigma)
+        with torch.no_grad():
+            accs = [query_accuracy(G(counted.sample(tb.question, g, s, seed + r)), tb).mean().item() for r in range(draws)]
+        out[name] = {'acc': float(np.mean(accs)), 'std': float(np.std(accs, ddof=1)) if draws > 1 else None,
+                     'evals': calls['n'] // draws}
+    out['gap_points'] = 100 * (out['ancestral']['acc'] - out['ddim']['acc'])
+    out['eval_ratio'] = out['ancestral']['evals'] / out['ddim']['evals']
+    return out
+
+def plot_samples_beside_finetuned(ldm:HyperLDM, lat:Latents, tb, g:float=1., n_tasks:int=6, n_samples:int=20,
+                                  seed:int=0, ax=None):
+    "PCA of `n_samples` HyperLDM samples for each of `n_tasks` meta-test tasks (dots) beside their oracle latents (stars)."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(5, 4))
+    idx = torch.linspace(0, len(tb) - 1, n_tasks).round().long()
+    with torch.no_grad(): z = ldm.sample(tb.question[idx].repeat_interleave(n_samples, 0), g, 50, seed)     # [n*S, k]
+    ref = lat.oracle_meta_test[idx]
+    xy, var = pca_2d(torch.cat([z, ref]).double())
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for j in range(n_tasks):
+        c = colours[j % len(colours)]
+        ax.scatter(*xy[j * n_samples:(j + 1) * n_samples].T, s=10, color=c, alpha=0.6, label=tb.questions[int(idx[j])][:32])
+        ax.scatter(*xy[len(z) + j], s=160, marker='*', color=c, edgecolor='k')
+    ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title=f'samples (dots) and fine-tuned latents (stars), γ = {g:g}')
+    ax.legend(fontsize=6, loc='best'); return ax
