@@ -39,9 +39,9 @@ class HyperLDM:
     mu: torch.Tensor         # [k] latent mean
     sigma: torch.Tensor      # [k] latent std
     def sample(self, question:torch.Tensor, guidance_scale:float|torch.Tensor=1., steps:int|None=50,
-               generator:int|torch.Generator=0) -> torch.Tensor:
-        "One HNet latent [B, k] per question [B, d]; `steps=None`: ancestral DDPM over all T steps, else DDIM."
-        x = sample(self.model, self.sched, question, guidance_scale, steps, generator=generator)
+               generator:int|torch.Generator=0, eta:float=0.) -> torch.Tensor:
+        "One HNet latent [B, k] per question [B, d]; `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its noise)."
+        x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator)
         return self.sigma * x + self.mu
     def sample_sweep(self, question:torch.Tensor, gammas=GAMMAS, steps:int|None=50,
                      generator:int|torch.Generator=0) -> dict:
@@ -106,14 +106,15 @@ def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeCo
     return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), G
 
 # %% ../nbs/10_hyperldm.ipynb #8d9986e1
-def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0) -> dict:
-    "Meta-test accuracy of DDIM-`steps` and of ancestral sampling (mean ± std over `draws` seeded draws) and their denoiser calls."
+def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0,
+                     eta:float=0.) -> dict:
+    "Accuracy on `tb` of DDIM-`steps` (noise η) and of ancestral sampling, mean ± std over `draws` seeded draws, and their denoiser calls."
     from hyperclip_nb.diffusion import _Counted
     out = {}
     for name, s in (('ddim', steps), ('ancestral', None)):
         calls = {'n': 0}; counted = HyperLDM(_Counted(ldm.model, calls), ldm.sched, ldm.mu, ldm.sigma)
         with torch.no_grad():
-            accs = [query_accuracy(G(counted.sample(tb.question, g, s, seed + r)), tb).mean().item() for r in range(draws)]
+            accs = [query_accuracy(G(counted.sample(tb.question, g, s, seed + r, eta)), tb).mean().item() for r in range(draws)]
         out[name] = {'acc': float(np.mean(accs)), 'std': float(np.std(accs, ddof=1)) if draws > 1 else None,
                      'evals': calls['n'] // draws}
     out['gap_points'] = 100 * (out['ancestral']['acc'] - out['ddim']['acc'])
