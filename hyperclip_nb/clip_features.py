@@ -435,6 +435,8 @@ class TaskBatch:
     @property
     def d(self) -> int: return self.xs.shape[-1]
 
+_INDEX_KEYS = ('support', 'support_y', 'query', 'query_y', 'prompts', 'question_row')
+
 @dataclass
 class Features:
     "Frozen CLIP features of a dataset: image, question and prompt tables plus each split's index."
@@ -476,15 +478,23 @@ class Features:
         "Read what `save` wrote, checking that tables and index agree."
         folder = Path(folder)
         t = load_tensors(folder/'features.safetensors')
-        try: idx = json.loads((folder/'index.json').read_text())
-        except FileNotFoundError as e: raise DataError(f"{folder/'index.json'}: not found; delete {folder} to rebuild") from e
+        p = folder/'index.json'
+        try: idx = json.loads(p.read_text())
+        except FileNotFoundError as e: raise DataError(f"{p}: not found; delete {folder} to rebuild") from e
+        except json.JSONDecodeError as e: raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg}); delete {folder} to rebuild") from e
+        if not isinstance(idx, dict) or not isinstance(idx.get('image_ids'), list) or not isinstance(idx.get('splits'), dict):
+            raise DataError(f"{p}: lacks 'image_ids' or 'splits'; is it an index written by Features.save?")
+        keys = ['image', 'question', 'prompt'] + [f'{n}.{k}' for n in idx['splits'] for k in _INDEX_KEYS]
+        if missing := [k for k in keys if k not in t]:
+            raise DataError(f"{folder/'features.safetensors'}: lacks tensor(s) {missing}; delete {folder} to rebuild")
         d = t['image'].shape[1]
-        for k in ('question', 'prompt'):
-            if t[k].shape[1] != d: raise DataError(f"{folder}: {k} features have dimension {t[k].shape[1]}, image features {d}")
+        for k in ('image', 'question', 'prompt'):
+            if t[k].ndim != 2 or t[k].shape[1] != d: raise DataError(f"{folder}: {k} features have dimension {t[k].shape[-1]}, image features {d}")
+            if not torch.isfinite(t[k]).all(): raise DataError(f"{folder}: {k} features in {folder/'features.safetensors'} contain NaN or inf")
         if len(idx['image_ids']) != len(t['image']):
             raise DataError(f"{folder}: index lists {len(idx['image_ids'])} images, the table has {len(t['image'])} rows")
-        splits = {n: SplitIndex(v['questions'], v['families'], *(t[f'{n}.{k}'] for k in
-                  ('support', 'support_y', 'query', 'query_y', 'prompts', 'question_row'))) for n, v in idx['splits'].items()}
+        try: splits = {n: SplitIndex(v['questions'], v['families'], *(t[f'{n}.{k}'] for k in _INDEX_KEYS)) for n, v in idx['splits'].items()}
+        except (KeyError, TypeError) as e: raise DataError(f"{p}: a split lacks 'questions' or 'families' ({e})") from e
         return cls(t['image'], t['question'], t['prompt'], idx['image_ids'], splits, idx.get('info', {}))
 
 # %% ../nbs/03_clip_features.ipynb #84a525c3

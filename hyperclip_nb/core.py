@@ -78,6 +78,8 @@ class ConfigBase:
             v = getattr(self, f.name)
             if isinstance(v, list) and 'tuple' in str(f.type): object.__setattr__(self, f.name, tuple(v))
             _check_type(type(self).__name__, f.name, getattr(self, f.name), f.type)
+            if isinstance(v, float) and not math.isfinite(v):   # JSON's NaN/Infinity pass every range check
+                raise ConfigError(f"{type(self).__name__}.{f.name}={v!r}: must be finite")
         self.validate()
 
     def validate(self):
@@ -131,7 +133,13 @@ class ConfigBase:
             except FileNotFoundError as e: raise ConfigError(f"{p}: config file not found") from e
             source = str(p)
         else: text, source = src, f'{cls.__name__} JSON'
-        try: d = json.loads(text)
+        def no_dups(pairs):   # json.loads silently keeps the last of repeated keys: a hand-edit typo
+            keys = [k for k, _ in pairs]
+            if len(set(keys)) < len(keys):
+                dup = next(k for k in keys if keys.count(k) > 1)
+                raise ConfigError(f"{source}: duplicate key {dup!r}; keep one")
+            return dict(pairs)
+        try: d = json.loads(text, object_pairs_hook=no_dups)
         except json.JSONDecodeError as e: raise ConfigError(f"{source}:{e.lineno}: not valid JSON ({e.msg})") from e
         return cls.from_dict(d, source)
 
@@ -249,7 +257,9 @@ def load_or_build(stage:str, cfg:ConfigBase, build:typing.Callable, root:Path|No
     if not rebuild and (final/'config.json').exists(): return read_artifact(final, stage, cfg)
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + '.lock'):
-        if rebuild and final.exists(): shutil.rmtree(final)
+        if rebuild and final.exists():   # rename first: a kill mid-delete must not leave a half-deleted artifact
+            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f'.{final.name}.', suffix='.tmp'))
+            os.replace(final, trash/'old'); shutil.rmtree(trash, ignore_errors=True)
         if (final/'config.json').exists(): return read_artifact(final, stage, cfg)   # built by another process meanwhile
         for old in final.parent.glob(f'.{final.name}.*.tmp'): shutil.rmtree(old, ignore_errors=True)  # interrupted builds
         if final.exists(): shutil.rmtree(final)                                          # incomplete: no config.json

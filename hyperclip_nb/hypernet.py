@@ -183,6 +183,8 @@ def save_hnet(model:HNet, path:str|Path):
 def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False) -> HNet:
     "The HNet for features of width `d` and `cfg`, with the parameters stored in `path`; refuses a mismatching file."
     sd = load_tensors(path); model = HNet(d, cfg, conditional)
+    if missing := sorted({'G.0.weight', f'G.{len(model.G) - 1}.weight'} - set(sd)):
+        raise DataError(f"{path}: lacks {missing}; it is not an HNet checkpoint (save_hnet writes one)")
     kind = lambda c: 'conditional (P q)' if c else 'unconditional (z0)'
     if ('P.weight' in sd) != conditional:
         raise DataError(f"{path} holds a {kind('P.weight' in sd)} HNet but a {kind(conditional)} one was asked for")

@@ -208,6 +208,8 @@ class MetaShapesConfig(ConfigBase):
     def validate(self):
         self.check_positive('n_support', 'n_query', 'image_size')
         self.check_nonneg('max_tasks_per_family')
+        if self.max_tasks_per_family == 1:
+            self._fail('max_tasks_per_family', 'must be 0 (every task) or >= 2: one task per family leaves none for meta-test')
         self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
         self.check_range('p_hard', 0, 1); self.check_range('jitter', 0, 1)
         if unknown := [f for f in self.families if f not in FAMILY_BY_NAME]:
@@ -215,6 +217,8 @@ class MetaShapesConfig(ConfigBase):
         if not self.families: self._fail('families', 'must not be empty')
         lo, hi = self.n_objects
         if not (1 <= lo <= hi <= len(POSITIONS)): self._fail('n_objects', f'must be (min, max) with 1 <= min <= max <= {len(POSITIONS)}')
+        if hi < len(COUNTS) and (counting := [f for f in self.families if FAMILY_BY_NAME[f].asks == 'count']):
+            self._fail('n_objects', f"max must be >= {len(COUNTS)}: count families {counting} have the answer '{COUNTS[-1]}'")
         if self.image_size < 16: self._fail('image_size', 'must be >= 16 pixels')
 
     @classmethod
@@ -254,6 +258,9 @@ def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path) -> dict:
     "Render the Meta-Shapes world described by `cfg` into the folder `out`; returns its statistics."
     out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
     train_q, test_q = split_questions(cfg)
+    if not train_q or not test_q:
+        raise ConfigError(f"MetaShapesConfig: families={list(cfg.families)} with max_tasks_per_family={cfg.max_tasks_per_family} "
+                          f"give {len(train_q)} meta-train and {len(test_q)} meta-test tasks; both splits need at least one")
     splits, templates, families, scenes = {'meta_train': [], 'meta_test': []}, {}, {}, {}
     n_img = 0
     for split, items in (('meta_train', train_q), ('meta_test', test_q)):

@@ -437,6 +437,9 @@ def download_split_files(dest:str|Path,                    # folder that receive
     files = METAVQA_FILES if files is None else files
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     out = {}
+    for name in files:   # a name is joined to `dest`: it must not lead out of it
+        if not name or name.startswith('.') or any(c in name for c in '/\\\0'):
+            raise ConfigError(f"download_split_files: {name!r} is not a plain file name; it would be written outside {dest}")
     for name, (rel, sha) in progress(list(files.items()), desc='Meta-VQA files'):
         target = dest/name
         if target.is_file() and sha256_file(target) == sha: out[name] = target; continue

@@ -71,7 +71,13 @@ def _read_json(path:Path, what:str):
     try: text = Path(path).read_text(encoding='utf-8')
     except FileNotFoundError as e: raise DataError(f"{path}: {what} not found") from e
     except IsADirectoryError as e: raise DataError(f"{path}: is a folder, expected the {what} JSON file") from e
-    try: return json.loads(text)
+    def no_dups(pairs):   # json.loads keeps the last of repeated keys: a repeated question would vanish silently
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) < len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise DataError(f"{path}: duplicate key {dup!r} in one JSON object; each question (and task key) appears once")
+        return dict(pairs)
+    try: return json.loads(text, object_pairs_hook=no_dups)
     except json.JSONDecodeError as e: raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
 
 def parse_task(question:str, obj, source:str='tasks', template:str|None=None, family:str|None=None) -> Task:
@@ -101,6 +107,8 @@ def parse_task(question:str, obj, source:str='tasks', template:str|None=None, fa
             if not (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, str) for v in p)):
                 raise DataError(f"{where}: {key}[{j}]={p!r} is not an [image_id, answer] pair of strings")
             img, ans = p
+            if not img or img.startswith('.') or any(c in img for c in '/\\\0'):   # it becomes a file name under images/
+                raise DataError(f"{where}: {key}[{j}] image id {img!r} is not a plain file name (no '/', '\\', leading '.')")
             if ans not in index: raise DataError(f"{where}: {key}[{j}] answer {ans!r} is not in its answers {answers}")
             if img in seen: raise DataError(f"{where}: image {img!r} appears twice in {key!r}")
             seen.add(img); out.append((img, index[ans]))

@@ -37,6 +37,9 @@ def _is_torch_load(func):
     return name in ('torch.load', 'torch.serialization.load')
 
 
+UNPICKLERS = ('pickle', 'dill', 'cloudpickle', 'joblib', 'shelve', 'marshal', '_pickle')
+
+
 def test_no_pickle_loading():
     "`torch.load` only with `weights_only=True`, and no `pickle` at all: a checkpoint must never run code."
     bad = []
@@ -44,9 +47,9 @@ def test_no_pickle_loading():
         src = (LIB/rel).read_text(encoding='utf-8')
         for node in ast.walk(ast.parse(src, filename=str(rel))):
             where = f'hyperclip_nb/{rel}:{getattr(node, "lineno", "?")}'
-            if isinstance(node, ast.Import) and any(a.name.split('.')[0] in ('pickle', 'dill', 'cloudpickle') for a in node.names):
+            if isinstance(node, ast.Import) and any(a.name.split('.')[0] in UNPICKLERS for a in node.names):
                 bad.append(f'{where}: imports pickle')
-            elif isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] in ('pickle', 'dill', 'cloudpickle'):
+            elif isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] in UNPICKLERS:
                 bad.append(f'{where}: imports from {node.module}')
             elif isinstance(node, ast.ImportFrom) and node.module == 'torch' and any(a.name == 'load' for a in node.names):
                 bad.append(f'{where}: imports torch.load by name; call torch.load(..., weights_only=True)')
@@ -54,6 +57,11 @@ def test_no_pickle_loading():
                 kw = {k.arg: k.value for k in node.keywords}
                 if not (isinstance(kw.get('weights_only'), ast.Constant) and kw['weights_only'].value is True):
                     bad.append(f'{where}: {ast.unparse(node)} lacks weights_only=True')
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in ('torch.jit.load', 'pd.read_pickle', 'pandas.read_pickle'):
+                bad.append(f'{where}: {ast.unparse(node.func)} can run code from the file')
+            elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith('.load') and any(
+                    k.arg == 'allow_pickle' and not (isinstance(k.value, ast.Constant) and k.value.value is False) for k in node.keywords):
+                bad.append(f'{where}: {ast.unparse(node)} allows pickles')
     assert not bad, '\n'.join(sorted(bad))
 
 
