@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import *
 
 # %% auto #0
-__all__ = ['UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_bench', 'main']
+__all__ = ['BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_bench', 'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
     r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
     r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
+    r.add_argument('--no-episodes', action='store_true', help='skip the N-way K-shot section (MetaDiff and its baselines)')
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
+    b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
     for q in (d, r, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
@@ -83,7 +85,8 @@ def cmd_reproduce(args) -> int:
     methods = [m.strip() for m in args.methods.split(',') if m.strip()] if args.methods is not None else None
     if methods == []: raise UsageError("--methods is empty; give names such as zero_shot_clip,oracle_finetune")
     res = reproduce(args.dataset, args.config, args.seeds, out, data_root=args.data_root, clip=args.clip,
-                    clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot)
+                    clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot,
+                    episodes=not args.no_episodes)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 
@@ -99,19 +102,33 @@ def _bench_ddim(repeats:int) -> dict:
     return runs[0] | best | {'speedup': best['seconds_ancestral'] / best['seconds_ddim'],
                              'what': f'73 tasks, k=32, T={cfg.T}, 50 DDIM steps, guidance 1.5 (an untrained denoiser: timing only)'}
 
+BENCHES = ('maml', 'ddim', 'memory')
+
 def cmd_bench(args) -> int:
-    "Measure every speed ratio side by side in one run; print a table and write it as JSON."
+    "Measure every speed and memory ratio side by side in one run; print a table and write it as JSON."
     from hyperclip_nb.baselines import bench_maml_vmap
+    from hyperclip_nb.metadiff import bench_memory
     out = Path(args.out).expanduser()
     if out.exists() and out.is_dir(): raise UsageError(f"--out {out} is a folder; pass a .json file path")
-    rows = {'maml_vmap_vs_loop': bench_maml_vmap(repeats=args.repeats), 'ddim_vs_ancestral': _bench_ddim(args.repeats)}
-    print('| measurement | fast (s) | reference (s) | ratio | note |\n|---|---|---|---|---|')
-    r = rows['maml_vmap_vs_loop']
-    print(f"| MAML vmap vs loop: {r['what']} | {r['vmap_s']:.4f} | {r['loop_s']:.4f} | {r['speedup']:.1f}x | "
-          f"max abs diff {r['max_abs_diff']:.1e} |")
-    r = rows['ddim_vs_ancestral']
-    print(f"| DDIM vs ancestral sampling: {r['what']} | {r['seconds_ddim']:.4f} | {r['seconds_ancestral']:.4f} | "
-          f"{r['speedup']:.1f}x | {r['evals_ddim']} vs {r['evals_ancestral']} denoiser calls ({r['eval_ratio']:.0f}x fewer) |")
+    skip = {s.strip() for s in args.skip.split(',') if s.strip()}
+    if bad := sorted(skip - set(BENCHES)): raise UsageError(f"--skip {','.join(bad)}: choose among {', '.join(BENCHES)}")
+    rows = {}
+    if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=args.repeats)
+    if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(args.repeats)
+    if 'memory' not in skip: rows['maml_vs_metadiff_memory'] = bench_memory()
+    print('| measurement | fast | reference | ratio | note |\n|---|---|---|---|---|')
+    if r := rows.get('maml_vmap_vs_loop'):
+        print(f"| MAML vmap vs loop: {r['what']} | {r['vmap_s']:.4f} s | {r['loop_s']:.4f} s | {r['speedup']:.1f}x | "
+              f"max abs diff {r['max_abs_diff']:.1e} |")
+    if r := rows.get('ddim_vs_ancestral'):
+        print(f"| DDIM vs ancestral sampling: {r['what']} | {r['seconds_ddim']:.4f} s | {r['seconds_ancestral']:.4f} s | "
+              f"{r['speedup']:.1f}x | {r['evals_ddim']} vs {r['evals_ancestral']} denoiser calls ({r['eval_ratio']:.0f}x fewer) |")
+    if r := rows.get('maml_vs_metadiff_memory'):
+        md = ', '.join(f'T={t}: {m:.1f}' for t, m in zip(r['metadiff_T'], r['metadiff_mb']))
+        maml = ', '.join(f'{n}: {m:.0f}' for n, m in zip(r['inner_steps'], r['maml_mb']))
+        print(f"| peak memory of one training step, MetaDiff vs 2nd-order MAML: {r['what']} | {max(r['metadiff_mb']):.1f} MiB "
+              f"| {r['maml_mb'][-1]:.0f} MiB | {r['ratio_maml_max_to_metadiff']:.0f}x | MAML by inner steps ({maml} MiB); "
+              f"MetaDiff by chain length ({md} MiB) |")
     atomic_write_json(out, rows)
     print(f"wrote {out}")
     return 0

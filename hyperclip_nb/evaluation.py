@@ -23,13 +23,14 @@ from .hyperclip import (HyperClipConfig, hyperclip_zero_shot, space_generator, c
                                    task_classification)
 from .diffusion import DiffusionConfig
 from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
+from .metadiff import MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots, METHODS as METADIFF_METHODS
 
 # %% auto #0
-__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'PAPER_METAVQA', 'stage_configs', 'summarize_curves', 'summarize',
-           'MetaVQASource', 'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration',
-           'results_markdown', 'plot_n_shot', 'plot_guidance_sweep', 'save_guidance_plot', 'save_n_shot_plot',
-           'versions', 'check_out_dir', 'reproduce', 'load_results', 'paper_comparison', 'plot_methods',
-           'plot_task_classification', 'plot_results']
+__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'PAPER_METAVQA', 'stage_configs', 'summarize_curves',
+           'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot', 'score',
+           'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
+           'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce',
+           'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -43,7 +44,8 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
             'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset),
             'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
             'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset),
-            'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset)}
+            'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset),
+            'metadiff': get_preset(MetaDiffConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
@@ -60,6 +62,18 @@ def summarize_curves(curves:list[dict]) -> dict:
     return {'n': curves[0]['n'], 'mean': means.mean(0).tolist(),
             'std': (means.std(0, ddof=1) if len(curves) > 1 else np.array(curves[0]['std'])).tolist(),
             'n_tasks': curves[0]['n_tasks']}
+
+def summarize_episodes(per_seed:list[dict]) -> dict:
+    """Few-shot episode results of several seeds (each `metadiff_few_shot`'s {method: {'1shot': acc, '1shot_ci95': ...}})
+    as {method: {'1shot': mean over seeds, ..., 'std': {'1shot': std over seeds, ...}, 'ci95': {'1shot': mean 95 % CI
+    over episodes, ...}, 'per_seed': {'1shot': [...], ...}}}."""
+    out = {}
+    for m in per_seed[0]:
+        ks = [k for k in per_seed[0][m] if k.endswith('shot')]
+        st = {k: _mean_std([r[m][k] for r in per_seed]) for k in ks}
+        out[m] = {k: st[k][0] for k in ks} | {'std': {k: st[k][1] for k in ks}, 'per_seed': {k: st[k][2] for k in ks},
+                                              'ci95': {k: float(np.mean([r[m][f'{k}_ci95'] for r in per_seed])) for k in ks}}
+    return out
 
 def summarize(per_seed:list[float], few_shot:list[float]|None=None) -> dict:
     "Mean and sample std (ddof=1; None for one seed) of per-seed zero-shot (and few-shot) accuracies."
@@ -245,11 +259,22 @@ def results_markdown(res:dict) -> str:
             sd = res.get('guidance_sweep_std', {}).get(m, {})
             lines.append(f'| {m} | ' + ' | '.join(_pct(sw[g]) + (f' ± {_pct(sd[g])}' if sd.get(g) is not None else '')
                                                   for g in gs) + ' |')
+    few = {m: r for m, r in res.get('few_shot', {}).items() if not m.startswith('_')}
+    if few:
+        ks = [k for k in next(iter(few.values())) if k.endswith('shot')]
+        n_ep = res['few_shot'].get('_episodes_per_k', {})
+        lines += ['', f"N-way K-shot episodes (MetaDiff and its baselines, `11_metadiff`): query accuracy (%), mean over seeds "
+                  f"± std over seeds [mean 95 % CI over episodes]; {', '.join(f'{v} episodes at {k}' for k, v in n_ep.items())} per seed.", '',
+                  '| method | ' + ' | '.join(ks) + ' |', '|---|' + '---|' * len(ks)]
+        for m, r in few.items():
+            lines.append(f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '')
+                                                  + f" [{_pct(r['ci95'][k])}]" for k in ks) + ' |')
     c = res.get('calibration', {})
     if c:
         lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
         lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in c['checks'].items()]
-    lines += ['', 'Stage timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in res['timings_s'].items())]
+    lines += ['', 'Stage timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in res['timings_s'].items() if '.' not in k)
+              + ' (the parts of few_shot_episodes are in results.json)']
     return '\n'.join(lines) + '\n'
 
 def plot_n_shot(res:dict, ax=None):
@@ -286,6 +311,16 @@ def save_guidance_plot(res:dict, path:Path):
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
     atomic_write_bytes(path, buf.getvalue())
 
+def save_few_shot_plot(res:dict, path:Path):
+    "Write the N-way K-shot accuracies of `res['few_shot']` against K (± mean 95 % CI) as a PNG, atomically."
+    import io
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4)); ax = fig.subplots()
+    few = {m: r | {f'{k}_ci95': v for k, v in r['ci95'].items()} for m, r in res['few_shot'].items() if not m.startswith('_')}
+    plot_accuracy_vs_shots(few, ax); ax.set_title(f"N-way K-shot episodes, {res['dataset']} ({res['config']})")
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
+    atomic_write_bytes(path, buf.getvalue())
+
 def save_n_shot_plot(res:dict, path:Path):
     "Write `plot_n_shot` as a PNG, atomically (a bare matplotlib Figure: no GUI backend is touched)."
     import io
@@ -310,8 +345,9 @@ def check_out_dir(out:str|Path) -> Path:
 
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
               data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
-              n_shot:bool=True) -> dict:
-    "Run every stage and method; write `out/results.json` and `out/results.md`; return the results dict."
+              n_shot:bool=True, episodes:bool=True) -> dict:
+    """Run every stage and method; write `out/results.json` and `out/results.md` (and the figures); return the results
+    dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds: raise ConfigError("--seeds must be >= 1")
     out = check_out_dir(out)
@@ -346,8 +382,19 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
         results_sweep[name] = {g: st[0] for g, st in stats.items()}
         sweep_std[name] = {g: st[1] for g, st in stats.items()}
+    few = {}
+    if episodes:
+        per_seed, t0 = [], time.perf_counter()
+        for s in progress(seeds, desc='metadiff episodes'):
+            set_seed(s); tm = {}
+            per_seed.append(metadiff_few_shot(feats, cfgs, seed=s, cfg=cfgs['metadiff'].replace(seed=s), timings=tm))
+            for k, v in tm.items():
+                if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
+                else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
+        few = summarize_episodes(per_seed) | {'_episodes_per_k': few.get('_episodes', {})}
+        timings['few_shot_episodes'] = time.perf_counter() - t0
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
-           'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std,
+           'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
            'calibration': calibration(results, chance(test_tb).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
@@ -358,6 +405,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     atomic_write_text(out/'results.md', results_markdown(res))
     if n_shot: save_n_shot_plot(res, out/'n_shot.png')
     if results_sweep: save_guidance_plot(res, out/'guidance_sweep.png')
+    if few: save_few_shot_plot(res, out/'few_shot.png')
     return res
 
 # %% ../nbs/12_evaluation.ipynb #92886b09
