@@ -23,12 +23,14 @@ from .hyperclip import (HyperClipConfig, hyperclip_zero_shot, space_generator, c
                                    task_classification)
 from .diffusion import DiffusionConfig
 from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
-from .metadiff import MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots, METHODS as METADIFF_METHODS
+from .metadiff import (MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots, METHODS as METADIFF_METHODS,
+                                   EpisodeSampler, episode_tasks, _ci95)
+from .bridge import BridgeConfig, cached_bridge
 
 # %% auto #0
 __all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'PAPER_METAVQA', 'stage_configs', 'summarize_curves',
-           'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot', 'score',
-           'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
+           'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot',
+           'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
            'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce',
            'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results']
 
@@ -45,7 +47,7 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
             'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
             'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset),
             'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset),
-            'metadiff': get_preset(MetaDiffConfig, preset)}
+            'metadiff': get_preset(MetaDiffConfig, preset), 'bridge': get_preset(BridgeConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
@@ -62,6 +64,22 @@ def summarize_curves(curves:list[dict]) -> dict:
     return {'n': curves[0]['n'], 'mean': means.mean(0).tolist(),
             'std': (means.std(0, ddof=1) if len(curves) > 1 else np.array(curves[0]['std'])).tolist(),
             'n_tasks': curves[0]['n_tasks']}
+
+def bridge_few_shot(feats, cfgs, seed:int=0) -> dict:
+    """{'bridge': {'{K}shot': accuracy, '{K}shot_ci95': ...}} of the bridge (`11a_bridge`) on exactly the N-way K-shot
+    meta-test episodes of `metadiff_few_shot` (same sampler and seeds): one latent per episode, sampled from the
+    question and the episode's support gradient, decoded by the HNet's generator, scored on the episode's classes."""
+    mcfg, sources = cfgs['metadiff'], _sources(cfgs)
+    bridge, _ = cached_bridge(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
+                              cfgs['bridge'].replace(seed=seed), sources)
+    b, res = cfgs['bridge'], {}
+    for K in mcfg.shots:
+        tb = episode_tasks(EpisodeSampler(feats, 'meta_test', K, mcfg.ways, mcfg.queries).test_episodes(
+            mcfg.test_episodes, generator=seed * 1000 + K))
+        z = bridge.sample(tb.question, tb, b.gamma_q, b.gamma_g, b.sample_steps, b.eta, generator=seed)
+        with torch.no_grad(): acc = query_accuracy(bridge.G(z), tb)
+        res[f'{K}shot'], res[f'{K}shot_ci95'] = float(acc.mean()), _ci95(acc)
+    return {'bridge': res}
 
 def summarize_episodes(per_seed:list[dict]) -> dict:
     """Few-shot episode results of several seeds (each `metadiff_few_shot`'s {method: {'1shot': acc, '1shot_ci95': ...}})
@@ -388,6 +406,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         for s in progress(seeds, desc='metadiff episodes'):
             set_seed(s); tm = {}
             per_seed.append(metadiff_few_shot(feats, cfgs, seed=s, cfg=cfgs['metadiff'].replace(seed=s), timings=tm))
+            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(feats, cfgs, s)
             for k, v in tm.items():
                 if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
                 else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
