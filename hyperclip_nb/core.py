@@ -20,7 +20,7 @@ __all__ = ['IN_TEST', 'PRESETS', 'package_version', 'HyperclipError', 'ConfigErr
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 # %% ../nbs/00_core.ipynb #40b791aa
 def package_version() -> str:
