@@ -201,7 +201,7 @@ def bridge_n_shot(feats:Features, cfgs:dict, seed:int=0, n_max:int|None=None, re
                   timings:dict|None=None) -> dict:
     """{'bridge': {n: acc}, 'hyperldm_finetune': {n: acc}, 'bridge_finetune': {n: acc}, ...}: mean query accuracy on
     the meta-test tasks of the n-shot protocol, n = 0..n_max (0: zero-shot), averaged over `redraws` draws of the
-    support (the same draws for every method). `cfgs`: `evaluation.stage_configs(preset)` plus 'bridge' (a
+    support (the same draws for every method). `cfgs`: `evaluation.stage_configs(preset)` (which holds 'bridge', a
     BridgeConfig); n_max and redraws default to cfgs['adapter']. Every stage is reseeded with `seed`."""
     if 'bridge' not in cfgs: raise ConfigError("cfgs lacks 'bridge': add cfgs['bridge'] = BridgeConfig.default() (or another preset)")
     timings = {} if timings is None else timings
