@@ -22,17 +22,18 @@ from .hvae import HVAEConfig, cached_hvae
 from .hyperclip import (HyperClipConfig, hyperclip_zero_shot, space_generator, cached_hyperclip,
                                    task_classification)
 from .diffusion import DiffusionConfig
-from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS
+from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS, ETAS
 from .metadiff import (MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots, METHODS as METADIFF_METHODS,
                                    EpisodeSampler, episode_tasks, _ci95)
 from .bridge import BridgeConfig, cached_bridge
 
 # %% auto #0
-__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'PAPER_METAVQA', 'stage_configs', 'summarize_curves',
-           'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot',
-           'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
-           'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce',
-           'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results']
+__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'CHOICE_SYMBOLS', 'PAPER_METAVQA', 'stage_configs',
+           'summarize_curves', 'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource',
+           'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot',
+           'plot_guidance_sweep', 'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions',
+           'check_out_dir', 'reproduce', 'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification',
+           'plot_results']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
@@ -205,12 +206,12 @@ def _hyperldm(space):
         log = {}
         z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
                                        cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=None, steps=50, seed=seed,
-                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log)
-        return ZeroShot(z, decode, {'gamma': log['gamma']})
+                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log, eta=None)
+        return ZeroShot(z, decode, {'gamma': log['gamma'], 'eta': log['eta']})
     return run
 
 SWEEP_SPACES = {'hnet_hyperldm': 'hnet', 'hvae_hyperldm': 'hvae'}
-CHOICES = ('gamma', 'guide_steps')   # ZeroShot.info keys that are choices made on validation tasks; the rest are diagnostics
+CHOICES = ('gamma', 'eta', 'guide_steps')   # ZeroShot.info keys that are choices made on validation tasks; the rest are diagnostics
 
 def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS, space:str='hnet') -> dict:
     """{γ: meta-test zero-shot accuracy} of HyperLDM in `space` for every guidance scale, sampled in one batched call: a
@@ -244,18 +245,20 @@ def calibration(methods:dict, chance_acc:float) -> dict:
 # %% ../nbs/12_evaluation.ipynb #0d8795ed
 def _pct(x): return '—' if x is None else f'{100 * x:.2f}'
 
+CHOICE_SYMBOLS = {'gamma': 'γ', 'eta': 'η', 'guide_steps': 'S'}
+
 def results_markdown(res:dict) -> str:
     "The paper-style table of a results dict, as Markdown."
     lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config)", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
              "accuracy averaged over meta-test tasks.", '',
              'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
-             'Choice: the guidance scale γ (HyperLDM) or the number of guidance steps S (HyperCLIP), chosen per seed on '
-             'validation tasks.', '',
+             'Choice: the guidance scale γ and the DDIM-50 noise η (HyperLDM), or the number of guidance steps S '
+             '(HyperCLIP), chosen per seed on validation tasks.', '',
              '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | choice | zero-shot per seed |',
              '|---|---|---|---|---|---|---|']
     for name, r in res['methods'].items():
-        ch = '; '.join(f"{'γ' if k == 'gamma' else 'S'} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
+        ch = '; '.join(f"{CHOICE_SYMBOLS.get(k, k)} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
         lines.append(f"| {name} | {_pct(r['zero_shot_acc'])} | {_pct(r['zero_shot_acc_std'])} | "
                      f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | {ch or '—'} | "
                      + ', '.join(_pct(x) for x in r['per_seed']) + ' |')

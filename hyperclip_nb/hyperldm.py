@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from .core import *
 from .clip_features import Features, Bundle
-from .clip_adapter import query_accuracy
+from .clip_adapter import query_accuracy, adapter_logits
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .baselines import validation_split
 from .hypernet import pca_2d
@@ -19,11 +19,12 @@ from .hyperclip import space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
-__all__ = ['GAMMAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'hyperldm_zero_shot',
-           'compare_samplers', 'plot_samples_beside_finetuned']
+__all__ = ['GAMMAS', 'ETAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'choose_sampler',
+           'hyperldm_zero_shot', 'compare_samplers', 'plot_samples_beside_finetuned', 'sample_ensemble']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
+ETAS = (0., 1.)                            # DDIM noise levels the rows choose between: deterministic, and ancestral-like
 
 def standardize(lat:Latents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "(x0 [P*N, k], cond [P*N, d], mu [k], sigma [k]): latents standardized per dimension over all passes, and their questions."
@@ -44,11 +45,11 @@ class HyperLDM:
         x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator)
         return self.sigma * x + self.mu
     def sample_sweep(self, question:torch.Tensor, gammas=GAMMAS, steps:int|None=50,
-                     generator:int|torch.Generator=0) -> dict:
-        "{γ: latents [B, k]} for every γ, drawn in ONE batched sampling call over len(gammas) * B rows."
+                     generator:int|torch.Generator=0, eta:float=0.) -> dict:
+        "{γ: latents [B, k]} for every γ, drawn in ONE batched sampling call over len(gammas) * B rows (DDIM noise η)."
         q = question.repeat(len(gammas), 1)                                          # [G*B, d]
         g = torch.tensor(gammas, dtype=question.dtype).repeat_interleave(len(question))[:, None]   # [G*B, 1]
-        z = self.sample(q, g, steps, generator).view(len(gammas), len(question), -1)  # [G, B, k]
+        z = self.sample(q, g, steps, generator, eta).view(len(gammas), len(question), -1)  # [G, B, k]
         return dict(zip(gammas, z))
 
 def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
@@ -82,28 +83,43 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
     return ldm, art.json('history.json')
 
 def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
-                    steps:int|None=50, seed:int=0) -> tuple[float, dict]:
-    """(γ*, {γ: accuracy}): the guidance scale whose samples score best (mean query accuracy, ties to the smaller γ)
-    on the validation tasks, the meta-train tasks that `precompute_latents` left out at `val_frac`."""
+                    steps:int|None=50, seed:int=0, eta:float=0.) -> tuple[float, dict]:
+    """(γ*, {γ: accuracy}): the guidance scale whose samples (DDIM noise η) score best (mean query accuracy, ties to the
+    smaller γ) on the validation tasks, the meta-train tasks that `precompute_latents` left out at `val_frac`."""
     _, val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)
     if len(val_idx) == 0: raise ConfigError("choosing γ needs validation tasks: set PrecomputeConfig.val_frac > 0, or pass g")
     tb = feats.tasks('meta_train', val_idx)
     with torch.no_grad():
-        acc = {float(g): query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed).items()}
+        acc = {float(g): query_accuracy(G(z), tb).mean().item()
+               for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed, eta).items()}
     return max(acc, key=acc.get), acc
+
+def choose_sampler(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS, etas=ETAS,
+                   steps:int|None=50, seed:int=0) -> tuple[float, float, dict]:
+    """(γ*, η*, {η: {γ: accuracy}}): `choose_guidance` at every DDIM noise η, and the best pair on the validation tasks
+    (ties to the smaller η, then the smaller γ). Ancestral sampling (`steps=None`) has no η: only η = 0 is tried."""
+    etas = (0.,) if steps is None else tuple(sorted(float(e) for e in etas))
+    val = {e: choose_guidance(ldm, G, feats, val_frac, gammas, steps, seed, e)[1] for e in etas}
+    best = max(((e, g) for e in etas for g in sorted(val[e])), key=lambda p: val[p[0]][p[1]])   # max keeps the first
+    return best[1], best[0], val
 
 def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
                        sources:dict, g:float|None=1., steps:int|None=50, seed:int=0, space:str='hnet',
-                       hvae_cfg:HVAEConfig|None=None, log:dict|None=None):
-    """(z [B, k], decode): one sampled latent per meta-test task at guidance scale g, and the generator of `space` to
-    decode it. `g=None` chooses γ among `GAMMAS` on the validation tasks (`choose_guidance`); `log` receives
-    'gamma' and, when chosen, 'val_acc' {γ: accuracy}."""
+                       hvae_cfg:HVAEConfig|None=None, log:dict|None=None, eta:float|None=0.):
+    """(z [B, k], decode): one sampled latent per meta-test task at guidance scale g and DDIM noise η, and the generator
+    of `space` to decode it. `g=None` chooses γ among `GAMMAS`, `eta=None` chooses η among `ETAS`, on the validation
+    tasks (`choose_sampler`); `log` receives 'gamma', 'eta' and, when chosen, 'val_acc' ({γ: accuracy} at η*) and
+    'val_acc_by_eta' ({η: {γ: accuracy}})."""
     ldm, _ = cached_hyperldm(feats, hnet_cfg, pre_cfg, cfg, sources, space, hvae_cfg)
     G, _ = space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)
     val = None
-    if g is None: g, val = choose_guidance(ldm, G, feats, pre_cfg.val_frac, GAMMAS, steps, seed + 1000)
-    if log is not None: log.update({'gamma': float(g)} | ({'val_acc': val} if val else {}))
-    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed), G
+    if g is None or eta is None:
+        g, eta, val = choose_sampler(ldm, G, feats, pre_cfg.val_frac, GAMMAS if g is None else (g,),
+                                     ETAS if eta is None else (eta,), steps, seed + 1000)
+    if log is not None:
+        log.update({'gamma': float(g), 'eta': float(eta)} | ({'val_acc': val[eta], 'val_acc_by_eta': val} if val else {}))
+    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed, eta), G
+
 
 # %% ../nbs/10_hyperldm.ipynb #8d9986e1
 def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0,
@@ -137,3 +153,18 @@ def plot_samples_beside_finetuned(ldm:HyperLDM, lat:Latents, tb, g:float=1., n_t
         ax.scatter(*xy[len(z) + j], s=160, marker='*', color=c, edgecolor='k')
     ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title=f'samples (dots) and fine-tuned latents (stars), γ = {g:g}')
     ax.legend(fontsize=6, loc='best'); return ax
+
+# %% ../nbs/10_hyperldm.ipynb #a3f243e4
+def sample_ensemble(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., n:int=16, steps:int|None=50, eta:float=0.,
+                    seed:int=0) -> dict:
+    """Query accuracy on `tb` of `n` seeded samples per task (draw r uses generator seed + r): {'single': mean over the
+    draws, 'ensemble': the mean log-probability of the n samples' adapters, 'latent_mean': G of the mean latent}."""
+    if n < 1: raise ConfigError(f"sample_ensemble: n={n}; draw at least one sample")
+    with torch.no_grad():
+        zs = [ldm.sample(tb.question, g, steps, seed + r, eta) for r in range(n)]
+        single = float(np.mean([query_accuracy(G(z), tb).mean().item() for z in zs]))
+        logp = sum(adapter_logits(G(z), tb.xq, tb.prompts, tb.answer_mask).log_softmax(-1) for z in zs) / n
+        ok, valid = (logp.argmax(-1) == tb.yq).float(), (tb.yq >= 0).float()
+        ens = ((ok * valid).sum(1) / valid.sum(1)).mean().item()
+        mean_z = query_accuracy(G(torch.stack(zs).mean(0)), tb).mean().item()
+    return {'single': single, 'ensemble': ens, 'latent_mean': mean_z}
