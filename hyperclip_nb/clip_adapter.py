@@ -13,9 +13,10 @@ from .clip_features import TaskBatch, Features
 
 # %% auto #0
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
-           'adapter_features', 'adapter_logits', 'task_ce', 'task_accuracy', 'support_loss', 'query_accuracy',
-           'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy', 'AdapterConfig',
-           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve']
+           'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
+           'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
+           'AdapterConfig', 'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch',
+           'n_shot_curve']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -68,12 +69,15 @@ def task_ce(W:torch.Tensor, x:torch.Tensor, y:torch.Tensor, prompts:torch.Tensor
     valid = (y >= 0).float()
     return (ce * valid).sum(1) / valid.sum(1).clamp(min=1)
 
+def logits_accuracy(logits:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
+    "Fraction of each task's valid examples (y = -1 is padding) whose largest logit [B, N, A] is the label: [B]."
+    valid = (y >= 0).float()
+    return ((logits.argmax(-1) == y).float() * valid).sum(1) / valid.sum(1).clamp(min=1)
+
 @torch.no_grad()
 def task_accuracy(W:torch.Tensor, x:torch.Tensor, y:torch.Tensor, prompts:torch.Tensor, answer_mask:torch.Tensor) -> torch.Tensor:
     "Fraction of each task's valid examples classified correctly: [B]."
-    pred = adapter_logits(W, x, prompts, answer_mask).argmax(-1)
-    valid = (y >= 0).float()
-    return ((pred == y).float() * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return logits_accuracy(adapter_logits(W, x, prompts, answer_mask), y)
 
 def support_loss(W, tb:TaskBatch): return task_ce(W, tb.xs, tb.ys, tb.prompts, tb.answer_mask)
 def query_accuracy(W, tb:TaskBatch): return task_accuracy(W, tb.xq, tb.yq, tb.prompts, tb.answer_mask)

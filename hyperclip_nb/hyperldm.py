@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from .core import *
 from .clip_features import Features, Bundle
-from .clip_adapter import query_accuracy, adapter_logits
+from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .baselines import validation_split
 from .hypernet import pca_2d
@@ -162,9 +162,8 @@ def sample_ensemble(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., n:int=16, s
     if n < 1: raise ConfigError(f"sample_ensemble: n={n}; draw at least one sample")
     with torch.no_grad():
         zs = [ldm.sample(tb.question, g, steps, seed + r, eta) for r in range(n)]
-        single = float(np.mean([query_accuracy(G(z), tb).mean().item() for z in zs]))
-        logp = sum(adapter_logits(G(z), tb.xq, tb.prompts, tb.answer_mask).log_softmax(-1) for z in zs) / n
-        ok, valid = (logp.argmax(-1) == tb.yq).float(), (tb.yq >= 0).float()
-        ens = ((ok * valid).sum(1) / valid.sum(1)).mean().item()
+        logits = [adapter_logits(G(z), tb.xq, tb.prompts, tb.answer_mask) for z in zs]        # n x [B, N, A]
+        single = float(np.mean([logits_accuracy(l, tb.yq).mean().item() for l in logits]))
+        ens = logits_accuracy(sum(l.log_softmax(-1) for l in logits) / n, tb.yq).mean().item()
         mean_z = query_accuracy(G(torch.stack(zs).mean(0)), tb).mean().item()
     return {'single': single, 'ensemble': ens, 'latent_mean': mean_z}

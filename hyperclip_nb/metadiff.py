@@ -10,7 +10,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .clip_features import Features, TaskBatch, Bundle, metashapes_features
-from .clip_adapter import (finetune, query_accuracy, identity_adapter, adapter_size,
+from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
 from .baselines import check_finite, clipped_step, maml_meta_grad, random_adapter, MamlConfig, fit_mnet_maml
 from .diffusion import NoiseSchedule, linear_betas, q_sample, ddpm_step, ddim_step, ddim_timesteps, timestep_embedding
@@ -195,9 +195,7 @@ def cosine_logits(w:torch.Tensor, x:torch.Tensor, class_mask:torch.Tensor, scale
 
 def episode_accuracy(w:torch.Tensor, ep:Episodes, scale:float=10.) -> torch.Tensor:
     "Query accuracy [E] of the cosine classifier with prototypes w [E, N, d]."
-    pred = cosine_logits(w, ep.xq, ep.class_mask, scale).argmax(-1)
-    valid = (ep.yq >= 0).float()
-    return ((pred == ep.yq).float() * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return logits_accuracy(cosine_logits(w, ep.xq, ep.class_mask, scale), ep.yq)
 
 def support_grad(w:torch.Tensor, proto:torch.Tensor, n:torch.Tensor|int) -> torch.Tensor:
     "Closed-form ∇_w of Σ_i ‖w_{y_i} - z_i‖²: g_c = 2 n_c (w_c - p̂_c).  w, proto: [..., d]; n: [...] or int -> [..., d]"
