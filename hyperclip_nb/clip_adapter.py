@@ -130,7 +130,7 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
 class AdapterConfig(ConfigBase):
     "The adapter's width and the oracle's fine-tuning recipe."
     hidden: int = 64               # h
-    oracle_steps: int = 100        # fine-tuning steps on each task's support set
+    oracle_steps: int = 300        # fine-tuning steps on each task's support set (chosen on meta-train tasks)
     oracle_lr: float = 1e-2
     oracle_optimizer: str = 'adam' # our choice for the reference; METHOD's few-shot protocol is SGD 0.1 x 10
     n_shot_max: int = 5            # N_max of the n-shot curves [METHOD section 8, ours]

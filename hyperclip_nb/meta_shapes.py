@@ -85,6 +85,7 @@ FAMILIES = (
     Family('size_of_colour',        ('colour',),         'size',   'what size is the {colour} object?',        'the {colour} object is {}'),
     Family('where_size_shape',      ('size', 'shape'),   'pos',    'where is the {size} {shape}?',             'the {size} {shape} is at the {}'),
     Family('where_size_colour',     ('size', 'colour'),  'pos',    'where is the {size} {colour} object?',     'the {size} {colour} object is at the {}'),
+    Family('count_size_shape',      ('size', 'shape'),   'count',  'how many {size} {shape}s are there?',      'there are {} {size} {shape}s'),
 )
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -106,7 +107,7 @@ def _vary(rng:random.Random, ref:dict, keep_all_but:str) -> dict:
     d = dict(ref); d[keep_all_but] = rng.choice([v for v in ATTRIBUTES[keep_all_but] if v != ref[keep_all_but]])
     return d
 
-def sample_scene(family:Family, ref:dict, target:str, rng:random.Random, n_objects=(2, 4), p_hard:float=0.6,
+def sample_scene(family:Family, ref:dict, target:str, rng:random.Random, n_objects=(2, 3), p_hard:float=0.6,
                  max_tries:int=200) -> list[Obj]:
     "A scene on which `family`'s question with referent `ref` is well posed and answers `target`."
     lo, hi = n_objects
@@ -194,13 +195,13 @@ def random_scene(rng:random.Random, n_objects=(1, 4)) -> list[Obj]:
 @dataclass
 class MetaShapesConfig(ConfigBase):
     "How big a Meta-Shapes world to build."
-    n_support: int = 60            # support ("train") images per task
+    n_support: int = 100           # support ("train") images per task
     n_query: int = 20              # query ("test") images per task
     image_size: int = 48           # rendered image side in pixels
     test_frac: float = 0.3         # fraction of each family's tasks held out as meta-test
     families: tuple = tuple(f.name for f in FAMILIES)
     max_tasks_per_family: int = 0  # 0: every referent combination is a task
-    n_objects: tuple = (2, 4)      # objects per scene (min, max)
+    n_objects: tuple = (2, 3)      # objects per scene (min, max)
     p_hard: float = 0.6            # probability that a distractor shares all but one referent attribute
     jitter: float = 0.3            # how far an object moves inside its quadrant, as a fraction of the free space
     seed: int = 0
