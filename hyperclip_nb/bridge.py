@@ -17,8 +17,9 @@ from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q
 from .hyperldm import standardize, hyperldm_zero_shot
 
 # %% auto #0
-__all__ = ['BridgeConfig', 'support_grad', 'BridgeDenoiser', 'support_draw', 'drop_conditions', 'Bridge', 'bridge_loss',
-           'fit_bridge', 'combine_eps', 'bridge_eps', 'cached_bridge', 'bridge_n_shot', 'plot_bridge_n_shot']
+__all__ = ['BridgeConfig', 'support_grad', 'BridgeDenoiser', 'support_draw', 'compact_support', 'drop_conditions', 'Bridge',
+           'bridge_loss', 'fit_bridge', 'combine_eps', 'bridge_eps', 'cached_bridge', 'bridge_n_shot',
+           'plot_bridge_n_shot']
 
 # %% ../nbs/11a_bridge.ipynb #bb000007
 @dataclass
@@ -94,6 +95,14 @@ def support_draw(y:torch.Tensor,        # [B, M] pooled labels, -1 = padding
     rank = (same & (score[:, None, :] < score[:, :, None])).sum(-1)                # rank of a pair within its answer
     return torch.where((rank < K[:, None]) & (y >= 0), y, -1)
 
+def compact_support(x:torch.Tensor,   # [B, M, d] pairs
+                    y:torch.Tensor    # [B, M] labels, -1 = not drawn
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    "(x [B, M', d], y [B, M']): each row's drawn pairs (y >= 0) moved to the front in their order, the columns no row uses cut."
+    order = torch.sort((y < 0).to(torch.uint8), dim=1, stable=True).indices
+    order = order[:, :max(int((y >= 0).sum(1).max()), 1)]
+    return x.gather(1, order[..., None].expand(-1, -1, x.shape[-1])), y.gather(1, order)
+
 def drop_conditions(q:torch.Tensor, g:torch.Tensor, p_q:float, p_g:float,
                     generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     "(q, g, dropped_q [B], dropped_g [B]): each row of q [B, d] and of g [B, k] independently set to 0 with prob. p_q, p_g."
@@ -151,7 +160,8 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
         rows = torch.randint(0, len(x0_all), (cfg.batch,), generator=gen)
         b = task[rows]
         K = torch.randint(1, cfg.k_max + 1, (cfg.batch,), generator=gen)
-        tb = dataclasses.replace(tb_all, xs=xp[b], ys=support_draw(yp[b], K, gen), xq=xp[b][:, :0], yq=yp[b][:, :0],
+        xs, ys = compact_support(xp[b], support_draw(yp[b], K, gen))   # only the drawn pairs: ~4x less adapter work
+        tb = dataclasses.replace(tb_all, xs=xs, ys=ys, xq=xs[:, :0], yq=ys[:, :0],
                                  prompts=tb_all.prompts[b], answer_mask=tb_all.answer_mask[b], question=tb_all.question[b],
                                  questions=[], families=[])
         loss = bridge_loss(bridge, x0_all[rows], q_all[rows], tb, cfg, gen, stats)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_meta_shapes.ipynb #892f515d
 from __future__ import annotations
-import json, math, random, itertools, hashlib
+import json, math, random, itertools, hashlib, os, sys, multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,7 +16,8 @@ from .tasks import Task, TaskSplit, MetaDataset, write_split, load_dataset
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'COUNTS', 'ATTRIBUTES', 'FAMILIES', 'FAMILY_BY_NAME', 'Obj', 'Family',
            'answer', 'sample_scene', 'render_scene', 'caption', 'qa_sentence', 'random_scene', 'MetaShapesConfig',
-           'split_questions', 'build_meta_shapes', 'load_scenes', 'meta_shapes', 'answer_set_sharing', 'show_task']
+           'split_questions', 'render_workers', 'build_meta_shapes', 'load_scenes', 'meta_shapes', 'answer_set_sharing',
+           'show_task']
 
 # %% ../nbs/01_meta_shapes.ipynb #0be0d6b6
 SHAPES = ('square', 'circle', 'triangle', 'cross', 'diamond')
@@ -255,34 +257,56 @@ def _balanced_labels(n:int, k:int, rng:random.Random) -> list[int]:
     labels = [order[i % k] for i in range(n)]; rng.shuffle(labels)
     return labels
 
-def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path) -> dict:
-    "Render the Meta-Shapes world described by `cfg` into the folder `out`; returns its statistics."
+def _render_task(cfg:MetaShapesConfig, family:str, ref:dict, first:int, img_dir:str) -> tuple:
+    """Render one task's support and query images into `img_dir`, named from `MS_{first:07d}` on; returns (support pairs,
+    query pairs, scenes). Its generator is seeded by `cfg.seed` and the question alone, so tasks can render in any order."""
+    fam = FAMILY_BY_NAME[family]; q, answers = fam.question_for(ref), fam.answers
+    rng = random.Random(hashlib.sha256(f'{cfg.seed}:{q}'.encode()).hexdigest())   # stable per task and seed
+    pairs, scenes, n = {}, {}, first
+    for role, k in (('support', cfg.n_support), ('query', cfg.n_query)):
+        pairs[role] = []
+        for y in _balanced_labels(k, len(answers), rng):
+            scene = sample_scene(fam, ref, answers[y], rng, cfg.n_objects, cfg.p_hard)
+            img_id = f'MS_{n:07d}'; n += 1
+            render_scene(scene, cfg.image_size, rng, jitter=cfg.jitter).save(Path(img_dir)/f'{img_id}.png', optimize=False)
+            scenes[img_id] = [[o.shape, o.colour, o.size, o.pos] for o in scene]
+            pairs[role].append((img_id, y))
+    return tuple(pairs['support']), tuple(pairs['query']), scenes
+
+def _render_job(job): return _render_task(*job)
+
+def render_workers(n_images:int) -> int:
+    "Processes for rendering `n_images`: every core this process may use (at most 8), or 1 for small worlds."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return 1 if n_images < 3000 else max(1, min(8, cores))
+
+def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path, workers:int|None=None) -> dict:
+    """Render the Meta-Shapes world described by `cfg` into the folder `out`; returns its statistics. `workers`
+    processes render the tasks (default: `render_workers`); the files are the same for any number of them."""
     out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
     train_q, test_q = split_questions(cfg)
     if not train_q or not test_q:
         raise ConfigError(f"MetaShapesConfig: families={list(cfg.families)} with max_tasks_per_family={cfg.max_tasks_per_family} "
                           f"give {len(train_q)} meta-train and {len(test_q)} meta-test tasks; both splits need at least one")
+    items = [('meta_train', f, r) for f, r in train_q] + [('meta_test', f, r) for f, r in test_q]
+    for _, fam, ref in items:
+        if cfg.n_support < len(fam.answers) or cfg.n_query < len(fam.answers):
+            raise ConfigError(f"MetaShapesConfig: n_support={cfg.n_support} and n_query={cfg.n_query} must be >= "
+                              f"{len(fam.answers)}, the answers of {fam.question_for(ref)!r}, so that every answer has "
+                              "support and query images")
+    per = cfg.n_support + cfg.n_query   # images per task: task i's ids start at i * per
+    jobs = [(cfg, fam.name, ref, i * per, str(out/'images')) for i, (_, fam, ref) in enumerate(items)]
+    workers = render_workers(len(jobs) * per) if workers is None else workers
+    if workers > 1:
+        ctx = multiprocessing.get_context('fork') if sys.platform == 'linux' else None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+            rendered = list(progress(ex.map(_render_job, jobs, chunksize=4), total=len(jobs), desc='rendering tasks'))
+    else: rendered = [_render_job(j) for j in progress(jobs, desc='rendering tasks')]
     splits, templates, families, scenes = {'meta_train': [], 'meta_test': []}, {}, {}, {}
-    n_img = 0
-    for split, items in (('meta_train', train_q), ('meta_test', test_q)):
-        for fam, ref in progress(items, desc=f'rendering {split}'):
-            q = fam.question_for(ref); answers = fam.answers
-            rng = random.Random(hashlib.sha256(f'{cfg.seed}:{q}'.encode()).hexdigest())   # stable per task and seed
-            if cfg.n_support < len(answers) or cfg.n_query < len(answers):
-                raise ConfigError(f"MetaShapesConfig: n_support={cfg.n_support} and n_query={cfg.n_query} must be >= "
-                                  f"{len(answers)}, the answers of {q!r}, so that every answer has support and query images")
-            pairs = {}
-            for role, n in (('support', cfg.n_support), ('query', cfg.n_query)):
-                pairs[role] = []
-                for y in _balanced_labels(n, len(answers), rng):
-                    scene = sample_scene(fam, ref, answers[y], rng, cfg.n_objects, cfg.p_hard)
-                    img_id = f'MS_{n_img:07d}'; n_img += 1
-                    render_scene(scene, cfg.image_size, rng, jitter=cfg.jitter).save(out/'images'/f'{img_id}.png', optimize=False)
-                    scenes[img_id] = [[o.shape, o.colour, o.size, o.pos] for o in scene]
-                    pairs[role].append((img_id, y))
-            splits[split].append(Task(q, answers, tuple(pairs['support']), tuple(pairs['query']),
-                                      fam.template_for(ref), fam.name))
-            templates[q] = fam.template_for(ref); families[q] = fam.name
+    for (split, fam, ref), (support, query, sc) in zip(items, rendered):
+        q = fam.question_for(ref)
+        splits[split].append(Task(q, fam.answers, support, query, fam.template_for(ref), fam.name))
+        templates[q] = fam.template_for(ref); families[q] = fam.name; scenes.update(sc)
     for s, tasks in splits.items(): write_split(tasks, out/f'{s}.json')
     atomic_write_json(out/'prompt_meta.json', templates)
     atomic_write_json(out/'families.json', families)
