@@ -302,11 +302,12 @@ def plot_n_shot(res:dict, ax=None):
     "Accuracy against the number of support pairs per answer (n = 0 is zero-shot), one line per method, ± std band."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 4))
-    for name, r in res['methods'].items():
-        c = r.get('n_shot')
-        if not c or not c['n']: continue
-        m, s = np.array(c['mean']), np.array(c['std'])
-        ax.plot(c['n'], 100 * m, marker='o', label=name); ax.fill_between(c['n'], 100 * (m - s), 100 * (m + s), alpha=0.15)
+    curves = [(name, r['n_shot']) for name, r in res['methods'].items() if r.get('n_shot') and r['n_shot']['n']]
+    colours = plt.get_cmap('tab10' if len(curves) <= 10 else 'tab20').colors   # one colour per method, up to 20
+    for i, (name, c) in enumerate(curves):
+        m, s, col = np.array(c['mean']), np.array(c['std']), colours[i % len(colours)]
+        ax.plot(c['n'], 100 * m, marker='o', label=name, color=col)
+        ax.fill_between(c['n'], 100 * (m - s), 100 * (m + s), alpha=0.15, color=col)
     ax.set(xlabel='support pairs per answer (n)', ylabel='query accuracy (%)', title=f"n-shot, {res['dataset']} ({res['config']})")
     ax.legend(fontsize=7)
     return ax
