@@ -12,9 +12,9 @@ from .baselines import check_finite, clipped_step
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
-           'q_posterior', 'predict_x0', 'ddpm_step', 'ddim_step', 'ddim_timesteps', 'ddpm_sample', 'ddim_sample',
-           'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'DiffusionConfig', 'drop_condition',
-           'diffusion_loss', 'fit_diffusion', 'sample', 'bench_ddim']
+           'q_posterior', 'predict_x0', 'ddpm_step', 'ddim_step', 'ddim_timesteps', 'clip_eps', 'ddpm_sample',
+           'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'DiffusionConfig',
+           'drop_condition', 'diffusion_loss', 'fit_diffusion', 'sample', 'bench_ddim']
 
 # %% ../nbs/09_diffusion.ipynb #d9000007
 def linear_betas(T:int=350, beta_start:float=1e-4, beta_end:float=0.06) -> torch.Tensor:
@@ -95,31 +95,41 @@ def ddim_timesteps(T:int, steps:int) -> list[int]:
     "The visited timesteps: round(linspace(0, T-1, steps)), unique, descending."
     return sorted(set(torch.linspace(0, T - 1, steps).round().long().tolist()), reverse=True)
 
-def _loop(step, ts, eps_fn, shape, generator, dtype, device):
-    "Shared sampling loop: x ~ N(0, I), then for each timestep one ε̂ call, one ξ draw and one `step`.  -> [B, k]"
+def clip_eps(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, x0_max:float) -> torch.Tensor:
+    """ε̂ made consistent with x̂0 clamped to [-x0_max, x0_max]: where x̂0 = (x - sqrt(1-ᾱ_t) ε̂)/sqrt(ᾱ_t) is out of
+    range, ε̂ ← (x - sqrt(ᾱ_t) clamp(x̂0))/sqrt(1-ᾱ_t); elsewhere ε̂ is returned bit for bit.  [B, k]"""
+    ab = sched.alpha_bar[t].item()
+    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    x0c = x0.clamp(-x0_max, x0_max)
+    return torch.where(x0c != x0, (x - math.sqrt(ab) * x0c) / math.sqrt(1 - ab), eps)
+
+def _loop(step, ts, eps_fn, shape, generator, dtype, device, sched=None, x0_max=None):
+    "Shared sampling loop: x ~ N(0, I), then for each timestep one ε̂ call (clipped by `clip_eps` if x0_max), one ξ draw and one `step`.  -> [B, k]"
     x = torch.randn(shape, generator=generator, dtype=dtype).to(device)
     for i, t in enumerate(ts):
         eps = eps_fn(x, torch.full((shape[0],), t, dtype=torch.long, device=device))
+        if x0_max is not None: eps = clip_eps(sched, x, t, eps, x0_max)
         xi = torch.randn(shape, generator=generator, dtype=dtype).to(device)
         x = step(x, i, t, eps, xi)
     return x
 
 @torch.no_grad()
 def ddpm_sample(eps_fn, sched:NoiseSchedule, shape:tuple, generator:torch.Generator|None=None,
-                dtype=torch.float32, device='cpu') -> torch.Tensor:
-    "Ancestral DDPM sampling (Algorithm 14) over all T steps, T-1 down to 0.  -> [B, k]"
+                dtype=torch.float32, device='cpu', x0_max:float|None=None) -> torch.Tensor:
+    "Ancestral DDPM sampling (Algorithm 14) over all T steps, T-1 down to 0; `x0_max`: clip x̂0 (`clip_eps`).  -> [B, k]"
     g = as_generator(generator)
     return _loop(lambda x, i, t, eps, xi: ddpm_step(sched, x, t, eps, xi), range(sched.T - 1, -1, -1),
-                 eps_fn, shape, g, dtype, device)
+                 eps_fn, shape, g, dtype, device, sched, x0_max)
 
 @torch.no_grad()
 def ddim_sample(eps_fn, sched:NoiseSchedule, shape:tuple, steps:int=50, eta:float=0.,
-                generator:torch.Generator|None=None, dtype=torch.float32, device='cpu') -> torch.Tensor:
-    "Strided DDIM sampling with `steps` network calls; η=0 deterministic given the start noise.  -> [B, k]"
+                generator:torch.Generator|None=None, dtype=torch.float32, device='cpu',
+                x0_max:float|None=None) -> torch.Tensor:
+    "Strided DDIM sampling with `steps` network calls; η=0 deterministic given the start noise; `x0_max`: clip x̂0.  -> [B, k]"
     g, ts = as_generator(generator), ddim_timesteps(sched.T, steps)
     prev = ts[1:] + [-1]
     return _loop(lambda x, i, t, eps, xi: ddim_step(sched, x, t, prev[i], eps, xi, eta), ts,
-                 eps_fn, shape, g, dtype, device)
+                 eps_fn, shape, g, dtype, device, sched, x0_max)
 
 # %% ../nbs/09_diffusion.ipynb #d9000016
 def timestep_embedding(t:torch.Tensor, dim:int=100) -> torch.Tensor:
@@ -223,12 +233,13 @@ def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized laten
 # %% ../nbs/09_diffusion.ipynb #d9000020
 @torch.no_grad()
 def sample(model:torch.nn.Module, sched:NoiseSchedule, cond:torch.Tensor, guidance_scale:float|torch.Tensor=1.,
-           steps:int|None=50, eta:float=0., generator:torch.Generator|int|None=None) -> torch.Tensor:
+           steps:int|None=50, eta:float=0., generator:torch.Generator|int|None=None,
+           x0_max:float|None=None) -> torch.Tensor:
     "One sample per row of cond [B, c] -> [B, k]; γ a float or [B, 1]; `steps=None`: ancestral DDPM over all T steps, else DDIM."
     fn = lambda x, t: guided_eps(model, x, t, cond, guidance_scale)
     shape = (len(cond), model.k)
-    if steps is None: return ddpm_sample(fn, sched, shape, generator, cond.dtype, cond.device)
-    return ddim_sample(fn, sched, shape, steps, eta, generator, cond.dtype, cond.device)
+    if steps is None: return ddpm_sample(fn, sched, shape, generator, cond.dtype, cond.device, x0_max)
+    return ddim_sample(fn, sched, shape, steps, eta, generator, cond.dtype, cond.device, x0_max)
 
 def bench_ddim(model:torch.nn.Module, sched:NoiseSchedule, cond:torch.Tensor, steps:int=50,
                guidance_scale:float=1.5, generator:int=0) -> dict:

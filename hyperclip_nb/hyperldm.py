@@ -39,10 +39,12 @@ class HyperLDM:
     sched: NoiseSchedule
     mu: torch.Tensor         # [k] latent mean
     sigma: torch.Tensor      # [k] latent std
+    x0_max: float|None = None   # largest |standardized latent| in training: the samplers clip x̂0 to ± this (None: no clip)
     def sample(self, question:torch.Tensor, guidance_scale:float|torch.Tensor=1., steps:int|None=50,
                generator:int|torch.Generator=0, eta:float=0.) -> torch.Tensor:
-        "One HNet latent [B, k] per question [B, d]; `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its noise)."
-        x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator)
+        """One HNet latent [B, k] per question [B, d]; `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its
+        noise). Every step's x̂0 is clipped to the training latents' range (`diffusion.clip_eps`)."""
+        x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator, x0_max=self.x0_max)
         return self.sigma * x + self.mu
     def sample_sweep(self, question:torch.Tensor, gammas=GAMMAS, steps:int|None=50,
                      generator:int|torch.Generator=0, eta:float=0.) -> dict:
@@ -56,7 +58,7 @@ def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
     "Train HyperLDM (Algorithm 12) on a precomputed adaptation dataset; returns (model, history)."
     x0, cond, mu, sigma = standardize(lat)
     model, sched, hist = fit_diffusion(x0, cond, cfg)
-    return HyperLDM(model, sched, mu, sigma), hist
+    return HyperLDM(model, sched, mu, sigma, x0.abs().max().item()), hist
 
 # %% ../nbs/10_hyperldm.ipynb #da000009
 def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
@@ -79,7 +81,8 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
     k = hnet_cfg.latent if space == 'hnet' else hvae_cfg.latent
     model = Denoiser(k, feats.d, cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'])
+    x0_max = standardize(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])[0].abs().max().item()
+    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], x0_max)
     return ldm, art.json('history.json')
 
 def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
@@ -128,7 +131,7 @@ def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=
     from hyperclip_nb.diffusion import _Counted
     out = {}
     for name, s in (('ddim', steps), ('ancestral', None)):
-        calls = {'n': 0}; counted = HyperLDM(_Counted(ldm.model, calls), ldm.sched, ldm.mu, ldm.sigma)
+        calls = {'n': 0}; counted = HyperLDM(_Counted(ldm.model, calls), ldm.sched, ldm.mu, ldm.sigma, ldm.x0_max)
         with torch.no_grad():
             accs = [query_accuracy(G(counted.sample(tb.question, g, s, seed + r, eta)), tb).mean().item() for r in range(draws)]
         out[name] = {'acc': float(np.mean(accs)), 'std': float(np.std(accs, ddof=1)) if draws > 1 else None,
