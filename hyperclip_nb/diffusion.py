@@ -12,7 +12,7 @@ from .baselines import check_finite, clipped_step
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
-           'q_posterior', 'predict_x0', 'ddpm_step', 'ddim_step', 'ddim_timesteps', 'clip_eps', 'ddpm_sample',
+           'q_posterior', 'predict_x0', 'ddpm_step', 'x0_hat', 'ddim_step', 'ddim_timesteps', 'clip_eps', 'ddpm_sample',
            'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'DiffusionConfig',
            'drop_condition', 'diffusion_loss', 'fit_diffusion', 'sample', 'bench_ddim']
 
@@ -82,14 +82,17 @@ def ddpm_step(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, xi:t
     b, ab, a = (v[t].item() for v in (sched.betas, sched.alpha_bar, sched.alphas))
     return (x - b / math.sqrt(1 - ab) * eps) / math.sqrt(a) + math.sqrt(sched.post_var[t].item()) * xi
 
+def x0_hat(x:torch.Tensor, eps:torch.Tensor, ab:float) -> torch.Tensor:
+    "x̂0 = (x - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) at one timestep, ᾱ a float: the scalar form of `predict_x0` that the samplers use.  [B, k]"
+    return (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+
 def ddim_step(sched:NoiseSchedule, x:torch.Tensor, t:int, t_prev:int, eps:torch.Tensor, xi:torch.Tensor,
               eta:float=0.) -> torch.Tensor:
     "One DDIM step x_τ -> x_τprev using only ᾱ_τ and ᾱ_τprev (t_prev = -1: ᾱ_prev = 1).  x, eps, xi: [B, k]"
     ab = sched.alpha_bar[t].item()
     ab_prev = sched.alpha_bar[t_prev].item() if t_prev >= 0 else 1.
-    x0_hat = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
-    return math.sqrt(ab_prev) * x0_hat + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.)) * eps + sigma * xi
+    return math.sqrt(ab_prev) * x0_hat(x, eps, ab) + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.)) * eps + sigma * xi
 
 def ddim_timesteps(T:int, steps:int) -> list[int]:
     "The visited timesteps: round(linspace(0, T-1, steps)), unique, descending."
@@ -99,7 +102,7 @@ def clip_eps(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, x0_ma
     """ε̂ made consistent with x̂0 clamped to [-x0_max, x0_max]: where x̂0 = (x - sqrt(1-ᾱ_t) ε̂)/sqrt(ᾱ_t) is out of
     range, ε̂ ← (x - sqrt(ᾱ_t) clamp(x̂0))/sqrt(1-ᾱ_t); elsewhere ε̂ is returned bit for bit.  [B, k]"""
     ab = sched.alpha_bar[t].item()
-    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    x0 = x0_hat(x, eps, ab)
     x0c = x0.clamp(-x0_max, x0_max)
     return torch.where(x0c != x0, (x - math.sqrt(ab) * x0c) / math.sqrt(1 - ab), eps)
 

@@ -68,7 +68,7 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
         t0 = time.perf_counter()
         ldm, hist = fit_hyperldm(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1], cfg)
         save_tensors(out/'hyperldm.safetensors', {**{f'model.{k}': v for k, v in ldm.model.state_dict().items()},
-                                                  'mu': ldm.mu, 'sigma': ldm.sigma})
+                                                  'mu': ldm.mu, 'sigma': ldm.sigma, 'x0_max': torch.tensor(ldm.x0_max)})
         every = max(1, len(hist['loss']) // 1000)          # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', {'loss': hist['loss'][::every], 'loss_every': every, 'null_frac': hist['null_frac']})
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
@@ -81,7 +81,9 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
     k = hnet_cfg.latent if space == 'hnet' else hvae_cfg.latent
     model = Denoiser(k, feats.d, cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    x0_max = standardize(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])[0].abs().max().item()
+    if 'x0_max' in t: x0_max = t['x0_max'].item()
+    else:   # an artifact written before the clip range was stored: recompute it from the latents
+        x0_max = standardize(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])[0].abs().max().item()
     ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], x0_max)
     return ldm, art.json('history.json')
 
