@@ -119,14 +119,17 @@ class Bridge:
     mu: torch.Tensor          # [k]
     sigma: torch.Tensor       # [k]
     G: torch.nn.Module        # latents [B, k] -> weights [B, D], frozen
+    x0_max: float|None = None # largest |standardized latent| in training: sampling clips x̂0 to ± this, as HyperLDM does
     def grad(self, x:torch.Tensor, tb:TaskBatch|None) -> torch.Tensor:
         "The condition g at x [B, k] for the support of `tb` (zeros when tb is None)."
         return torch.zeros_like(x) if tb is None else support_grad(self.G, x, self.mu, self.sigma, tb)
     def sample(self, question:torch.Tensor, tb:TaskBatch|None=None, gamma_q:float=1., gamma_g:float=1.,
                steps:int=50, eta:float=0., generator:int|torch.Generator=0) -> torch.Tensor:
-        "One HNet latent z [B, k] per question [B, d]; `tb`: the tasks' supports (None: zero-shot). DDIM, `bridge_eps` guidance."
+        """One HNet latent z [B, k] per question [B, d]; `tb`: the tasks' supports (None: zero-shot). DDIM, `bridge_eps`
+        guidance, x̂0 clipped to the training latents' range (`diffusion.clip_eps`)."""
         def eps_fn(x, t): return bridge_eps(self.model, x, t, question, self.grad(x, tb), gamma_q, gamma_g)
-        x = ddim_sample(eps_fn, self.sched, (len(question), self.model.k), steps, eta, as_generator(generator), question.dtype)
+        x = ddim_sample(eps_fn, self.sched, (len(question), self.model.k), steps, eta, as_generator(generator), question.dtype,
+                        x0_max=self.x0_max)
         return self.sigma * x + self.mu
 
 def _pooled(tb:TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +156,7 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
     xp, yp = _pooled(tb_all)
     G = G.requires_grad_(False)
     bridge = Bridge(BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden),
-                    NoiseSchedule.from_name(cfg.schedule, cfg.T), mu, sigma, G)
+                    NoiseSchedule.from_name(cfg.schedule, cfg.T), mu, sigma, G, x0_all.abs().max().item())
     opt = torch.optim.Adam(bridge.model.parameters(), lr=cfg.lr)
     hist, stats, t0 = {'loss': []}, {}, time.perf_counter()
     for step in progress(range(cfg.steps), desc='bridge'):
@@ -194,7 +197,8 @@ def cached_bridge(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig,
     def build(bundle, out):
         bridge, hist = fit_bridge(feats, cached_latents(feats, hnet_cfg, pre_cfg, sources), hnet.G, cfg)
         save_tensors(out/'bridge.safetensors', {**{f'model.{k}': v for k, v in bridge.model.state_dict().items()},
-                                                'mu': bridge.mu, 'sigma': bridge.sigma})
+                                                'mu': bridge.mu, 'sigma': bridge.sigma,
+                                                'x0_max': torch.tensor(bridge.x0_max)})
         every = max(1, len(hist['loss']) // 1000)            # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', hist | {'loss': hist['loss'][::every], 'loss_every': every})
         return {'seconds': hist['seconds'], 'final_loss': hist['loss'][-1]}
@@ -204,7 +208,11 @@ def cached_bridge(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig,
     try: model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
     except RuntimeError as e: raise DataError(f"{art.path}: weights do not fit {cfg}; delete the folder to rebuild") from e
     G = hnet.G.requires_grad_(False)
-    return Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G), art.json('history.json')
+    if 'x0_max' in t: x0_max = t['x0_max'].item()
+    else:   # an artifact written before the clip range was stored: recompute it from the latents
+        x0_max = standardize(cached_latents(feats, hnet_cfg, pre_cfg, sources))[0].abs().max().item()
+    return (Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, x0_max),
+            art.json('history.json'))
 
 # %% ../nbs/11a_bridge.ipynb #bb000026
 def bridge_n_shot(feats:Features, cfgs:dict, seed:int=0, n_max:int|None=None, redraws:int|None=None,
