@@ -14,7 +14,7 @@ from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter,
 from .baselines import check_finite, clipped_step
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q_sample, ddim_sample
-from .hyperldm import standardize, hyperldm_zero_shot
+from .hyperldm import standardize, clip_range, hyperldm_zero_shot
 
 # %% auto #0
 __all__ = ['BridgeConfig', 'support_grad', 'BridgeDenoiser', 'support_draw', 'compact_support', 'drop_conditions', 'Bridge',
@@ -208,9 +208,7 @@ def cached_bridge(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig,
     try: model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
     except RuntimeError as e: raise DataError(f"{art.path}: weights do not fit {cfg}; delete the folder to rebuild") from e
     G = hnet.G.requires_grad_(False)
-    if 'x0_max' in t: x0_max = t['x0_max'].item()
-    else:   # an artifact written before the clip range was stored: recompute it from the latents
-        x0_max = standardize(cached_latents(feats, hnet_cfg, pre_cfg, sources))[0].abs().max().item()
+    x0_max = clip_range(t, lambda: cached_latents(feats, hnet_cfg, pre_cfg, sources))
     return (Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, x0_max),
             art.json('history.json'))
 

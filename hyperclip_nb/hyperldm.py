@@ -19,8 +19,9 @@ from .hyperclip import space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
-__all__ = ['GAMMAS', 'ETAS', 'standardize', 'HyperLDM', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance', 'choose_sampler',
-           'hyperldm_zero_shot', 'compare_samplers', 'plot_samples_beside_finetuned', 'sample_ensemble']
+__all__ = ['GAMMAS', 'ETAS', 'standardize', 'HyperLDM', 'clip_range', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance',
+           'choose_sampler', 'hyperldm_zero_shot', 'compare_samplers', 'plot_samples_beside_finetuned',
+           'sample_ensemble']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -54,6 +55,11 @@ class HyperLDM:
         z = self.sample(q, g, steps, generator, eta).view(len(gammas), len(question), -1)  # [G, B, k]
         return dict(zip(gammas, z))
 
+def clip_range(tensors:dict, latents) -> float:
+    """x̂0's clip range: the 'x0_max' an artifact's `tensors` stored, or, for an artifact written before it was stored,
+    the largest |standardized latent| of `latents()` (a callable returning the training `Latents`, called only then)."""
+    return tensors['x0_max'].item() if 'x0_max' in tensors else standardize(latents())[0].abs().max().item()
+
 def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
     "Train HyperLDM (Algorithm 12) on a precomputed adaptation dataset; returns (model, history)."
     x0, cond, mu, sigma = standardize(lat)
@@ -81,9 +87,7 @@ def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfi
     k = hnet_cfg.latent if space == 'hnet' else hvae_cfg.latent
     model = Denoiser(k, feats.d, cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    if 'x0_max' in t: x0_max = t['x0_max'].item()
-    else:   # an artifact written before the clip range was stored: recompute it from the latents
-        x0_max = standardize(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])[0].abs().max().item()
+    x0_max = clip_range(t, lambda: space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])
     ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], x0_max)
     return ldm, art.json('history.json')
 
