@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_hyperldm.ipynb #da000003
 from __future__ import annotations
-import time
+import time, dataclasses
 from dataclasses import dataclass
 import torch
 from .core import *
@@ -137,7 +137,7 @@ def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=
     from hyperclip_nb.diffusion import _Counted
     out = {}
     for name, s in (('ddim', steps), ('ancestral', None)):
-        calls = {'n': 0}; counted = HyperLDM(_Counted(ldm.model, calls), ldm.sched, ldm.mu, ldm.sigma, ldm.x0_max)
+        calls = {'n': 0}; counted = dataclasses.replace(ldm, model=_Counted(ldm.model, calls))   # every other field as is
         with torch.no_grad():
             accs = [query_accuracy(G(counted.sample(tb.question, g, s, seed + r, eta)), tb).mean().item() for r in range(draws)]
         out[name] = {'acc': float(np.mean(accs)), 'std': float(np.std(accs, ddof=1)) if draws > 1 else None,
