@@ -15,12 +15,14 @@ from .tasks import Task, TaskSplit, MetaDataset
 from . import meta_shapes as ms
 
 # %% auto #0
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'ClipConfig', 'to_uint8', 'normalize_images', 'build_tiny_clip',
-           'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots', 'n_conjunctions',
-           'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say', 'clip_loss',
-           'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower', 'train_tiny_clip',
-           'Bundle', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts', 'encode_images',
-           'SplitIndex', 'TaskBatch', 'Features', 'extract_features', 'metashapes_features']
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'N_COUNT_HEADS', 'ClipConfig', 'to_uint8', 'normalize_images',
+           'build_tiny_clip', 'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots',
+           'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
+           'clip_loss', 'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower',
+           'train_tiny_clip', 'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower',
+           'tune_text_on_captions', 'Bundle', 'clip_key', 'load_pretrained_clip', 'load_clip',
+           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
+           'extract_features', 'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #6e4a6168
 @dataclass
@@ -28,32 +30,33 @@ class ClipConfig(ConfigBase):
     "Which CLIP gives the features: the tiny one trained here, or a pretrained open_clip model."
     model: str = 'tiny'            # 'tiny' or an open_clip model name such as 'ViT-L-14-336'
     pretrained: str = ''           # open_clip pretrained tag ('openai') or a local checkpoint path; '' for tiny
+    recipe: str = 'captions'       # tiny only. 'captions': Meta-Shapes 2, text tower on captions alone; 'statements': the v1 recipe
     embed_dim: int = 64            # d: the joint embedding width (tiny only)
-    image_size: int = 48           # input side R (tiny only; pretrained models use their own)
-    patch_size: int = 24           # 24 on 48 px: a 2x2 grid of patches, one per quadrant of the scene
-    vision_width: int = 128
-    vision_layers: int = 3
+    image_size: int = 60           # input side R (tiny only; pretrained models use their own)
+    patch_size: int = 20           # 20 on 60 px: a 3x3 grid of patches, one per cell of the scene (v1: 24 on 48 px, one per quadrant)
+    vision_width: int = 96
+    vision_layers: int = 2
     text_width: int = 64
     text_layers: int = 2
     heads: int = 4
-    context_length: int = 40       # tokens; the longest caption (four objects) takes 38
-    image_steps: int = 2000        # stage 1: supervised pretraining of the image tower
-    text_steps: int = 2000         # stage 2: contrastive tuning of the text tower, image tower locked (1300 cost the oracle 1 point)
-    count_weight: float = 0.3      # weight of the count heads beside the conjunction heads in stage 1
+    context_length: int = 48       # tokens; longer captions are cut
+    image_steps: int = 1500        # stage 1: supervised pretraining of the image tower
+    text_steps: int = 1000         # stage 2: contrastive tuning of the text tower, image tower locked
+    count_weight: float = 0.3      # weight of the count heads beside the per-cell (v1: conjunction) heads in stage 1
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
     n_scenes: int = 12000          # pretraining scenes, rendered once; 10 % are held out to score stage 1
-    p_caption: float = 0.3         # share of captions among training texts; the rest are statements
-    hard_negatives: bool = True    # add, for every statement, the same statement with a wrong answer
-    statement_form: str = 'template'  # 'template': "the square is red" (the prompts' form); 'question': "what colour is the square? red"
+    p_caption: float = 0.3         # 'statements' only: share of captions among training texts; the rest are statements
+    hard_negatives: bool = True    # 'statements' only: add, for every statement, the same statement with a wrong answer
+    statement_form: str = 'template'  # 'statements' only. 'template': "the square is red" (the prompts' form); 'question': "what colour is the square? red"
     seed: int = 0
 
     def validate(self):
         self.check_positive('embed_dim', 'image_size', 'patch_size', 'vision_width', 'vision_layers', 'text_width',
                             'text_layers', 'heads', 'context_length', 'image_steps', 'text_steps', 'batch_size', 'lr',
                             'n_scenes')
-        self.check_nonneg('weight_decay', 'count_weight'); self.check_choice('statement_form', ['template', 'question']); self.check_range('p_caption', 0, 1)
+        self.check_choice('recipe', ['captions', 'statements']); self.check_nonneg('weight_decay', 'count_weight'); self.check_choice('statement_form', ['template', 'question']); self.check_range('p_caption', 0, 1)
         if self.model == 'tiny':
             if self.image_size % self.patch_size: self._fail('image_size', f'must be a multiple of patch_size={self.patch_size}')
             for w in ('vision_width', 'text_width'):
@@ -69,6 +72,10 @@ class ClipConfig(ConfigBase):
     def default(cls): return cls()
     @classmethod
     def paper(cls): return cls(model='ViT-L-14-336', pretrained='openai')
+    @classmethod
+    def v1(cls):   # the 0.2.0 tiny CLIP: statements in the prompts' form, 2x2 patches on 48 px
+        return cls(recipe='statements', image_size=48, patch_size=24, vision_width=128, vision_layers=3, context_length=40,
+                   image_steps=2000, text_steps=2000)
 
 # %% ../nbs/03_clip_features.ipynb #401ba05d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -298,8 +305,14 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
     return hist
 
 def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig):
-    "Train the tiny CLIP on Meta-Shapes scenes in two stages; returns (model, tokenizer, history)."
+    """Train the tiny CLIP on Meta-Shapes scenes in two stages; returns (model, tokenizer, history). `cfg.recipe`
+    'captions' trains on a Meta-Shapes 2 world's scene prior and captions, 'statements' on a v1 world's statements."""
+    want = {'captions': 'v2', 'statements': 'v1'}[cfg.recipe]
+    if data_cfg.world != want:
+        raise ConfigError(f"ClipConfig.recipe={cfg.recipe!r} trains on a world={want!r} MetaShapesConfig, got world={data_cfg.world!r}; "
+                          f"use the {'v1' if want == 'v1' else 'default'} preset of both configs")
     set_seed(cfg.seed); g = as_generator(cfg.seed); rng = random.Random(cfg.seed)
+    if cfg.recipe == 'captions': return _train_on_captions(cfg, data_cfg, g, rng)
     train_q, _ = ms.split_questions(data_cfg)
     questions = {f.question_for(r) for f, r in train_q}
     tok = ClosedVocabTokenizer.from_texts(metashapes_texts(), cfg.context_length)
@@ -317,6 +330,101 @@ def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig):
             'image_seconds': t1 - t0, 'text_seconds': time.time() - t1}
     return model, tok, hist
 
+def _train_on_captions(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, g:torch.Generator, rng:random.Random):
+    tok = ClosedVocabTokenizer.from_texts(metashapes2_texts(), cfg.context_length)
+    imgs, scenes = caption_pool(cfg, data_cfg)
+    slots = torch.from_numpy(ms.scene_slots(scenes)); n_train = int(0.9 * len(scenes))
+    model = build_tiny_clip(cfg, tok.vocab_size)
+    t0 = time.time()
+    h1 = pretrain_grid_tower(model, imgs, slots, cfg, g, n_train)
+    t1 = time.time()
+    with torch.no_grad():
+        emb = torch.cat([model.encode_image(normalize_images(imgs[i:i + 512]), normalize=True) for i in range(0, len(imgs), 512)])
+    h2 = tune_text_on_captions(model, emb, scenes, tok, cfg, g, rng, n_train, ms.forbidden_texts())
+    hist = {'image_loss': h1.pop('loss'), 'text_loss': h2['loss'], 'captions_redrawn': h2['redrawn'], **h1,
+            'image_seconds': t1 - t0, 'text_seconds': time.time() - t1}
+    return model, tok, hist
+
+# %% ../nbs/03_clip_features.ipynb #74c12ec1
+def metashapes2_texts() -> list[str]:
+    "Texts that fix the closed vocabulary of Meta-Shapes 2: its questions and prompts, captions of every style, and numbers."
+    rng = random.Random(0)
+    caps = [ms.caption2(ms.random_scene2(rng), rng, st) for _ in range(300) for st in ms.CAPTION_STYLES]
+    return sorted(ms.forbidden_texts()) + caps + list(ms.NUMBER_WORDS) + [str(i) for i in range(10)] + [ms.plural(s) for s in ms.SHAPES2]
+
+def caption_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torch.Tensor, list]:
+    "(uint8 images [n_scenes, 3, R, R], scenes) of Meta-Shapes 2's scene prior, seeded by the CLIP's seed, not the world's."
+    rng = random.Random(f'{cfg.seed}:clip-pool')
+    scenes = [ms.random_scene2(rng, data_cfg.n_objects, data_cfg.p_palette) for _ in range(cfg.n_scenes)]
+    imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, random.Random(f'{cfg.seed}:clip:{i}'), jitter=data_cfg.jitter, grid=3), cfg.image_size)
+                        for i, s in enumerate(progress(scenes, desc='rendering CLIP scenes'))])
+    return imgs, scenes
+
+N_COUNT_HEADS = len(ms.SHAPES2) + len(ms.COLOURS2) + len(ms.SIZES) + len(ms.COLOURS2) * len(ms.SHAPES2)
+
+def grid_targets(slots:torch.Tensor) -> torch.Tensor:
+    "How many objects (0..5) have each shape, colour and size, and each colour-shape pair: [N, 65], from Meta-Shapes 2 slots [N, 9, 3]."
+    s, c, z = slots.unbind(-1)
+    cols = [(s == k) for k in range(len(ms.SHAPES2))] + [(c == k) for k in range(len(ms.COLOURS2))] + [(z == k) for k in range(len(ms.SIZES))]
+    cols += [(c == j) & (s == k) for j in range(len(ms.COLOURS2)) for k in range(len(ms.SHAPES2))]
+    return torch.stack([m.sum(1) for m in cols], 1).clamp(max=len(ms.COUNTS2) - 1)
+
+def pretrain_grid_tower(model, imgs:torch.Tensor, slots:torch.Tensor, cfg:ClipConfig, g:torch.Generator, n_train:int) -> dict:
+    """Stage 1 for Meta-Shapes 2: train `model.visual` to read, from its unit-norm image vector, each cell's shape (or
+    empty), colour and size, and the counts of `grid_targets`."""
+    cells, ns, nc, nz, K = slots.shape[1], len(ms.SHAPES2) + 1, len(ms.COLOURS2), len(ms.SIZES), len(ms.COUNTS2)
+    per = ns + nc + nz
+    head = torch.nn.Linear(cfg.embed_dim, cells * per + N_COUNT_HEADS * K)
+    params = list(model.visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    counts = grid_targets(slots)
+    def heads(x):
+        out = head(F.normalize(model.visual(normalize_images(x)), dim=-1) * 10)
+        a = out[:, :cells * per].reshape(-1, cells, per)
+        return a[..., :ns], a[..., ns:ns + nc], a[..., ns + nc:], out[:, cells * per:].reshape(-1, N_COUNT_HEADS, K)
+    def targets(s): return torch.where(s[..., 0] >= 0, s[..., 0], ns - 1), s[..., 0] >= 0
+    hist = {'loss': []}
+    model.visual.train()
+    for step in progress(range(cfg.image_steps), desc='tiny CLIP, stage 1: image tower'):
+        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.image_steps, cfg.lr)
+        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+        sh, co, sz, ct = heads(imgs[idx]); s = slots[idx]; shape_t, occ = targets(s)
+        loss = (F.cross_entropy(sh.reshape(-1, ns), shape_t.flatten()) + F.cross_entropy(co[occ], s[..., 1][occ])
+                + F.cross_entropy(sz[occ], s[..., 2][occ]) + cfg.count_weight * F.cross_entropy(ct.reshape(-1, K), counts[idx].flatten()))
+        _check(loss, 'stage 1', step, 'lr')
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
+        hist['loss'].append(loss.item())
+    model.visual.eval()
+    with torch.no_grad():   # held-out accuracy of each head: how well the tower sees
+        outs = [heads(imgs[i:i + 512]) for i in range(n_train, len(imgs), 512)]
+    sh, co, sz, ct = (torch.cat(o) for o in zip(*outs)); s = slots[n_train:]; shape_t, occ = targets(s)
+    hist |= {'heldout_shape_acc': (sh.argmax(-1) == shape_t).float().mean().item(),
+             'heldout_colour_acc': (co.argmax(-1) == s[..., 1])[occ].float().mean().item(),
+             'heldout_size_acc': (sz.argmax(-1) == s[..., 2])[occ].float().mean().item(),
+             'heldout_count_acc': (ct.argmax(-1) == counts[n_train:]).float().mean().item()}
+    return hist
+
+def tune_text_on_captions(model, emb:torch.Tensor, scenes:list, tok, cfg:ClipConfig, g:torch.Generator,
+                          rng:random.Random, n_train:int, forbidden:set) -> dict:
+    "Stage 2 for Meta-Shapes 2: the text tower learns from captions alone (InfoNCE against the locked image vectors `emb`)."
+    params = [p for n, p in model.named_parameters() if not n.startswith('visual.')]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hist = {'loss': [], 'redrawn': 0}
+    model.transformer.train()
+    for step in progress(range(cfg.text_steps), desc='tiny CLIP, stage 2: text tower on captions'):
+        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.text_steps, cfg.lr)
+        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+        texts = []
+        for i in idx.tolist():
+            while (c := ms.caption2(scenes[i], rng)) in forbidden: hist['redrawn'] += 1
+            texts.append(c)
+        loss = clip_loss(emb[idx], encode_text_grouped(model, tok(texts)), model.logit_scale.exp().clamp(max=100))
+        _check(loss, 'stage 2', step, 'lr')
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
+        hist['loss'].append(loss.item())
+    model.eval()
+    return hist
+
 # %% ../nbs/03_clip_features.ipynb #583c49c4
 @dataclass
 class Bundle(ConfigBase):
@@ -332,8 +440,13 @@ def _build_tiny(bundle:Bundle, out:Path):
     save_tensors(out/'tensors.safetensors', model.state_dict())
     atomic_write_json(out/'tokenizer.json', {'bpe_ids': tok.bpe_ids, 'context_length': tok.context_length})
     atomic_write_json(out/'history.json', hist, indent=None)
-    return {k: hist[k] for k in ('image_seconds', 'text_seconds', 'heldout_conjunction_acc', 'heldout_count_acc')} | {
+    return {k: v for k, v in hist.items() if k.endswith('_seconds') or k.startswith('heldout_')} | {
             'final_text_loss': float(np.mean(hist['text_loss'][-20:]))}
+
+def clip_key(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> Bundle:
+    """The cache key of a tiny CLIP. The captions recipe depends on the world's scene prior only (not on its questions,
+    sizes or split), so every Meta-Shapes 2 world with the same prior shares one CLIP per seed."""
+    return Bundle.of(clip=cfg, data=data_cfg.scene_prior() if cfg.recipe == 'captions' else data_cfg)
 
 def load_pretrained_clip(name:str, pretrained:str):
     "An open_clip model by name with pretrained weights (tag or local checkpoint path), in eval mode."
@@ -353,7 +466,7 @@ def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None):
     "(model, tokenizer, image_size): the tiny CLIP (trained and cached) or a pretrained open_clip model."
     if cfg.model == 'tiny':
         if data_cfg is None: raise ConfigError("the tiny CLIP is trained on Meta-Shapes: pass its MetaShapesConfig")
-        art = load_or_build('tiny_clip', Bundle.of(clip=cfg, data=data_cfg), _build_tiny)
+        art = load_or_build('tiny_clip', clip_key(cfg, data_cfg), _build_tiny)
         t = art.json('tokenizer.json')
         tok = ClosedVocabTokenizer(t['bpe_ids'], t['context_length'])
         model = build_tiny_clip(cfg, tok.vocab_size)
@@ -526,7 +639,7 @@ def _build_features(bundle:Bundle, out:Path):
 def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipConfig|None=None) -> Features:
     "Features of a Meta-Shapes world under the tiny CLIP (tiny configs under test, default otherwise)."
     data_cfg = data_cfg or (ms.MetaShapesConfig.tiny() if IN_TEST else ms.MetaShapesConfig.default())
-    clip_cfg = clip_cfg or (ClipConfig.tiny() if IN_TEST else ClipConfig.default())
+    clip_cfg = clip_cfg or (ClipConfig.tiny() if IN_TEST else ClipConfig.v1() if data_cfg.world == 'v1' else ClipConfig.default())
     if clip_cfg.model != 'tiny': raise ConfigError("metashapes_features uses the tiny CLIP; ClipConfig.model must be 'tiny'")
     art = load_or_build('features', Bundle.of(data=data_cfg, clip=clip_cfg), _build_features)
     return Features.load(art.path)

@@ -20,7 +20,7 @@ __all__ = ['IN_TEST', 'PRESETS', 'package_version', 'HyperclipError', 'ConfigErr
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 
 # %% ../nbs/00_core.ipynb #40b791aa
 def package_version() -> str:
@@ -53,7 +53,7 @@ def as_generator(seed_or_gen:int|torch.Generator|None=None) -> torch.Generator:
     return g
 
 # %% ../nbs/00_core.ipynb #6f6a9d2b
-PRESETS = ('tiny', 'default', 'paper')
+PRESETS = ('tiny', 'default', 'paper', 'v1')   # 'v1': the 0.2.0 world (Meta-Shapes v1) and its tiny CLIP
 
 _SIMPLE = {'int': int, 'float': (int, float), 'str': str, 'bool': bool, 'None': type(None),
            'list': list, 'tuple': (list, tuple), 'dict': dict}
@@ -160,9 +160,11 @@ class ConfigBase:
     def default(cls): return cls()
     @classmethod
     def paper(cls): return cls.default()
+    @classmethod
+    def v1(cls): return cls.default()
 
 def get_preset(cls, name:str):
-    "The preset `name` ('tiny', 'default' or 'paper') of config class `cls`."
+    "The preset `name` ('tiny', 'default', 'paper' or 'v1') of config class `cls`."
     if name not in PRESETS: raise ConfigError(f"unknown preset {name!r} for {cls.__name__}; choose one of {list(PRESETS)}")
     return getattr(cls, name)()
 

@@ -14,10 +14,14 @@ from .core import *
 from .tasks import Task, TaskSplit, MetaDataset, write_split, load_dataset
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'COUNTS', 'ATTRIBUTES', 'FAMILIES', 'FAMILY_BY_NAME', 'Obj', 'Family',
-           'answer', 'sample_scene', 'render_scene', 'caption', 'qa_sentence', 'random_scene', 'MetaShapesConfig',
-           'split_questions', 'render_workers', 'build_meta_shapes', 'load_scenes', 'meta_shapes', 'answer_set_sharing',
-           'show_task']
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'COUNTS', 'ATTRIBUTES', 'SHAPES2', 'COLOURS2', 'GRID2', 'COUNTS2',
+           'RELATIONS', 'REL_STEP', 'VOCAB', 'GRID', 'ALL_COLOURS', 'FAMILIES', 'FAMILY_BY_NAME', 'FAMILIES2',
+           'FAMILY_BY_NAME2', 'FAMILIES_OF', 'SLOT_ATTRS', 'NUMBER_WORDS', 'CAPTION_STYLES', 'VQA_MIN_PAIRS', 'plural',
+           'Obj', 'Family', 'family_named', 'answer', 'sample_scene', 'random_scene2', 'scene_slots', 'answers_vec',
+           'render_scene', 'caption', 'qa_sentence', 'random_scene', 'caption2', 'forbidden_texts', 'MetaShapesConfig',
+           'split_questions', 'water_fill', 'PlannedTask', 'WorldPlan', 'plan_world', 'question_index',
+           'split_violations', 'render_workers', 'build_meta_shapes', 'load_scenes', 'meta_shapes',
+           'answer_set_sharing', 'show_task']
 
 # %% ../nbs/01_meta_shapes.ipynb #0be0d6b6
 SHAPES = ('square', 'circle', 'triangle', 'cross', 'diamond')
@@ -27,6 +31,24 @@ SIZES = ('small', 'medium', 'large')
 POSITIONS = ('top left', 'top right', 'bottom left', 'bottom right')
 COUNTS = ('1', '2', '3')
 ATTRIBUTES = {'shape': SHAPES, 'colour': tuple(COLOURS), 'size': SIZES, 'pos': POSITIONS}
+
+# %% ../nbs/01_meta_shapes.ipynb #bc938f1a
+SHAPES2 = ('square', 'circle', 'triangle', 'cross', 'diamond', 'star')
+COLOURS2 = {'red': (220, 40, 40), 'orange': (245, 140, 30), 'yellow': (235, 215, 40), 'green': (40, 190, 60),
+            'cyan': (40, 205, 215), 'blue': (50, 90, 230), 'purple': (150, 60, 200), 'white': (235, 235, 235)}
+GRID2 = ('top left', 'top middle', 'top right', 'middle left', 'center', 'middle right',
+         'bottom left', 'bottom middle', 'bottom right')
+COUNTS2 = ('0', '1', '2', '3', '4', '5')
+RELATIONS = ('left of', 'right of', 'above', 'below')
+REL_STEP = {'left of': (-1, 0), 'right of': (1, 0), 'above': (0, -1), 'below': (0, 1)}   # anchor's cell -> the asked object's cell
+VOCAB = {'v1': {**ATTRIBUTES, 'count': COUNTS},
+         'v2': {'shape': SHAPES2, 'colour': tuple(COLOURS2), 'size': SIZES, 'pos': GRID2, 'count': COUNTS2, 'rel': RELATIONS}}
+GRID = {'v1': 2, 'v2': 3}           # cells per side
+ALL_COLOURS = {**COLOURS, **COLOURS2}
+
+def plural(shape:str) -> str:
+    "The plural of a shape name: 'crosses', 'stars'."
+    return shape + ('es' if shape.endswith('s') else 's')
 
 # %% ../nbs/01_meta_shapes.ipynb #f681cd81
 @dataclass(frozen=True)
@@ -43,22 +65,28 @@ class Obj:
 # %% ../nbs/01_meta_shapes.ipynb #ed73ef07
 @dataclass(frozen=True)
 class Family:
-    "A question family: referent attributes, the asked attribute, and the question and prompt patterns."
+    "A question family: referent attributes, the asked attribute, and the question and prompt patterns, in one world."
     name: str
-    referent: tuple[str, ...]   # attributes that identify the object(s), e.g. ('size', 'shape')
+    referent: tuple[str, ...]   # attributes that identify the object(s), e.g. ('size', 'shape'); 'rel' names a neighbour
     asks: str                   # 'shape' | 'colour' | 'size' | 'pos' | 'count'
-    question: str               # pattern with {shape}, {colour}, {size}, {pos}
+    question: str               # pattern with {shape}, {colour}, {size}, {pos}, {rel}
     template: str               # declarative prompt pattern; '{}' is the answer slot
+    world: str = 'v1'           # 'v1' or 'v2': which vocabulary the slots and answers draw from
 
     @property
-    def answers(self) -> tuple[str, ...]: return COUNTS if self.asks == 'count' else ATTRIBUTES[self.asks]
+    def answers(self) -> tuple[str, ...]: return VOCAB[self.world][self.asks]
+    @property
+    def kind(self) -> str:
+        "The kind of question, for per-kind tables: the asked attribute, or 'rel' for a question about a neighbour."
+        return 'rel' if 'rel' in self.referent else self.asks
 
     def referents(self) -> list[dict]:
         "Every combination of referent values: one task each."
-        return [dict(zip(self.referent, vals)) for vals in itertools.product(*(ATTRIBUTES[a] for a in self.referent))]
+        v = VOCAB[self.world]
+        return [dict(zip(self.referent, vals)) for vals in itertools.product(*(v[a] for a in self.referent))]
 
     def _fill(self, pattern, ref):
-        out = pattern
+        out = pattern.replace('{shape}s', plural(ref['shape'])) if self.world == 'v2' and 'shape' in ref else pattern
         for k, v in ref.items(): out = out.replace('{' + k + '}', v)
         return out
     def question_for(self, ref:dict) -> str: return self._fill(self.question, ref)
@@ -91,11 +119,66 @@ FAMILIES = (
 )
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
+# %% ../nbs/01_meta_shapes.ipynb #2eb8285d
+def _fams2():
+    "Meta-Shapes 2's question families: every referent a caption could name, asking each attribute, a count or a place."
+    F = lambda *a: Family(*a, world='v2')
+    refs = {'shape': ('{shape}', 'the {shape}'), 'colour': ('{colour} object', 'the {colour} object'),
+            'size': ('{size} object', 'the {size} object'), 'size_shape': ('{size} {shape}', 'the {size} {shape}'),
+            'colour_shape': ('{colour} {shape}', 'the {colour} {shape}'), 'size_colour': ('{size} {colour} object', 'the {size} {colour} object'),
+            'pos': ('object at the {pos}', 'the object at the {pos}'),
+            'shape_pos': ('{shape} at the {pos}', 'the {shape} at the {pos}'),
+            'colour_pos': ('{colour} object at the {pos}', 'the {colour} object at the {pos}')}
+    attrs = {k: tuple(k.split('_')) for k in refs}
+    out = []
+    for asks, q, t in (('colour', 'what colour is the {r}?', '{R} is {}'), ('shape', 'what shape is the {r}?', '{R} is a {}'),
+                       ('size', 'what size is the {r}?', '{R} is {}')):
+        for k, (r, R) in refs.items():
+            if asks in attrs[k]: continue
+            out.append(F(f'{asks}_of_{k}', attrs[k], asks, q.replace('{r}', r),
+                         t.replace('{R}', R)))
+    for k, (r, R) in refs.items():
+        if 'pos' in attrs[k]: continue
+        out.append(F(f'where_{k}', attrs[k], 'pos', f'where is the {r}?', f'{R} is at the {{}}'))
+    for k in ('shape', 'colour', 'size', 'size_shape', 'colour_shape', 'size_colour'):
+        noun = {'shape': '{shape}s', 'colour': '{colour} objects', 'size': '{size} objects', 'size_shape': '{size} {shape}s',
+                'colour_shape': '{colour} {shape}s', 'size_colour': '{size} {colour} objects'}[k]
+        out.append(F(f'count_{k}', attrs[k], 'count', f'how many {noun} are there?', f'there are {{}} {noun}'))
+    for asks, k, A in (('colour', 'size_shape_pos', 'a'), ('shape', 'size_colour_pos', ''), ('size', 'colour_shape_pos', '')):
+        r = {'size_shape_pos': '{size} {shape} at the {pos}', 'size_colour_pos': '{size} {colour} object at the {pos}',
+             'colour_shape_pos': '{colour} {shape} at the {pos}'}[k]
+        art = 'a ' if asks == 'shape' else ''
+        out.append(F(f'{asks}_of_{k}', tuple(k.split('_')), asks, f'what {asks} is the {r}?', f'the {r} is {art}{{}}'))
+    for asks in ('colour', 'shape'):   # relations: the object next to a uniquely named anchor
+        art = 'a ' if asks == 'shape' else ''
+        out.append(F(f'{asks}_rel_colour_shape', ('rel', 'colour', 'shape'), asks, f'what {asks} is the object {{rel}} the {{colour}} {{shape}}?',
+                     f'the object {{rel}} the {{colour}} {{shape}} is {art}{{}}'))
+    return tuple(out)
+
+FAMILIES2 = _fams2()
+FAMILY_BY_NAME2 = {f.name: f for f in FAMILIES2}
+FAMILIES_OF = {'v1': FAMILIES, 'v2': FAMILIES2}
+
+def family_named(name:str, world:str='v1') -> Family:
+    "The family `name` of `world` (family names repeat across the two worlds)."
+    by = FAMILY_BY_NAME if world == 'v1' else FAMILY_BY_NAME2
+    if name not in by: raise DataError(f"world {world!r} has no question family {name!r}; valid: {sorted(by)}")
+    return by[name]
+
 # %% ../nbs/01_meta_shapes.ipynb #ddee2e14
-def answer(family:Family, ref:dict, scene:list[Obj]) -> str|None:
+def answer(family, ref, scene):
     "The answer to `family`'s question with referent `ref` on `scene`, or None if it is ill-posed."
-    hits = [o for o in scene if o.matches(ref)]
-    if family.asks == 'count': return str(len(hits)) if 1 <= len(hits) <= len(COUNTS) else None
+    v = VOCAB[family.world]
+    plain = {k: x for k, x in ref.items() if k != 'rel'}
+    hits = [o for o in scene if o.matches(plain)]
+    if 'rel' in ref:
+        if len(hits) != 1: return None
+        g = GRID[family.world]; i = v['pos'].index(hits[0].pos); dx, dy = REL_STEP[ref['rel']]
+        x, y = i % g + dx, i // g + dy
+        if not (0 <= x < g and 0 <= y < g): return None
+        hits = [o for o in scene if o.pos == v['pos'][y * g + x]]
+        return hits[0].get(family.asks) if hits else None
+    if family.asks == 'count': return str(len(hits)) if str(len(hits)) in v['count'] else None
     return hits[0].get(family.asks) if len(hits) == 1 else None
 
 # %% ../nbs/01_meta_shapes.ipynb #ca497142
@@ -139,9 +222,57 @@ def sample_scene(family:Family, ref:dict, target:str, rng:random.Random, n_objec
             return scene
     raise RuntimeError(f"could not sample a scene for {family.question_for(ref)!r} = {target!r}")
 
+# %% ../nbs/01_meta_shapes.ipynb #43a273b7
+def random_scene2(rng:random.Random, n_objects=(1, 3), p_palette:float=0.5) -> list:
+    """A Meta-Shapes 2 scene: 1–3 objects (by default) in distinct cells of the 3×3 grid. With probability `p_palette` the scene
+    draws its colours from 1–2 colours and its shapes from 1–2 shapes, so that repeated objects (counts of 2 and 3,
+    'the red square' among red circles) are common, as in photographs of sets of things."""
+    n = rng.randint(*n_objects)
+    shapes, colours = SHAPES2, tuple(COLOURS2)
+    if rng.random() < p_palette:
+        shapes = tuple(rng.sample(SHAPES2, rng.randint(1, 2))); colours = tuple(rng.sample(colours, rng.randint(1, 2)))
+    return [Obj(rng.choice(shapes), rng.choice(colours), rng.choice(SIZES), p) for p in rng.sample(GRID2, n)]
+
+SLOT_ATTRS = ('shape', 'colour', 'size')
+
+def scene_slots(scenes, world='v2') -> np.ndarray:
+    "Slots [N, cells, 3] int: per cell the shape, colour and size index of its object, -1 if empty."
+    v = VOCAB[world]
+    out = np.full((len(scenes), len(v['pos']), 3), -1, dtype=np.int64)
+    for n, s in enumerate(scenes):
+        for o in s: out[n, v['pos'].index(o.pos)] = [v[a].index(o.get(a)) for a in SLOT_ATTRS]
+    return out
+
+def _neighbours(world, rel):
+    g = GRID[world]; dx, dy = REL_STEP[rel]
+    return np.array([((i // g + dy) * g + i % g + dx) if (0 <= i % g + dx < g and 0 <= i // g + dy < g) else -1
+                     for i in range(g * g)])
+
+def answers_vec(family, ref, slots:np.ndarray) -> np.ndarray:
+    "`answer` on every scene of `slots` [N, cells, 3] at once: the answer's index in `family.answers`, -1 if ill-posed."
+    v = VOCAB[family.world]; N, C, _ = slots.shape
+    occ = slots[..., 0] >= 0
+    hit = occ.copy()
+    for k, x in ref.items():
+        if k == 'rel': continue
+        if k == 'pos': hit &= (np.arange(C) == v['pos'].index(x))[None]
+        else: hit &= slots[..., SLOT_ATTRS.index(k)] == v[k].index(x)
+    n = hit.sum(1); cell = hit.argmax(1)
+    if 'rel' in ref:
+        t = _neighbours(family.world, ref['rel'])[cell]
+        ok = (n == 1) & (t >= 0)
+        tt = np.where(ok, t, 0)
+        ok &= occ[np.arange(N), tt]
+        return np.where(ok, slots[np.arange(N), tt, SLOT_ATTRS.index(family.asks)], -1)
+    if family.asks == 'count':
+        vals = np.array([int(c) for c in v['count']]); idx = np.full(n.max() + 1 if len(n) else 1, -1)
+        idx[vals[vals <= idx.size - 1]] = np.nonzero(vals <= idx.size - 1)[0]
+        return idx[n]
+    if family.asks == 'pos': return np.where(n == 1, cell, -1)
+    return np.where(n == 1, slots[np.arange(N), cell, SLOT_ATTRS.index(family.asks)], -1)
+
 # %% ../nbs/01_meta_shapes.ipynb #42d3301e
 _SIZE_FRAC = {'small': 0.42, 'medium': 0.62, 'large': 0.86}
-_POS_XY = {'top left': (0, 0), 'top right': (1, 0), 'bottom left': (0, 1), 'bottom right': (1, 1)}
 
 def _shape_points(shape, cx, cy, r):
     if shape == 'triangle': return [(cx, cy - r), (cx + r * 0.95, cy + r * 0.8), (cx - r * 0.95, cy + r * 0.8)]
@@ -150,20 +281,26 @@ def _shape_points(shape, cx, cy, r):
         w = r * 0.38
         return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w), (cx + r, cy + w), (cx + w, cy + w),
                 (cx + w, cy + r), (cx - w, cy + r), (cx - w, cy + w), (cx - r, cy + w), (cx - r, cy - w), (cx - w, cy - w)]
+    if shape == 'star':   # five points, inner radius 0.45 r
+        return [(cx + (r if k % 2 == 0 else r * 0.45) * math.sin(math.pi * k / 5),
+                 cy - (r if k % 2 == 0 else r * 0.45) * math.cos(math.pi * k / 5)) for k in range(10)]
     raise ValueError(shape)
 
-def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:int=4, jitter:float=0.3) -> Image.Image:
-    "Render a scene as an RGB image of `size`×`size` pixels; objects move by up to `jitter` of their quadrant's free space."
+def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:int=4, jitter:float=0.3,
+                 grid:int=2) -> Image.Image:
+    """Render a scene as an RGB image of `size`×`size` pixels on a `grid`×`grid` layout of cells (2: Meta-Shapes'
+    quadrants, 3: Meta-Shapes 2's grid); objects move by up to `jitter` of their cell's free space."""
     rng = rng or random.Random(0)
-    S = size * ss; q = S / 2
+    S = size * ss; q = S / grid
+    names = POSITIONS if grid == 2 else GRID2
     bg = tuple(int(20 + rng.random() * 25) for _ in range(3))
     im = Image.new('RGB', (S, S), bg); dr = ImageDraw.Draw(im)
     for o in scene:
-        gx, gy = _POS_XY[o.pos]
+        i = names.index(o.pos); gx, gy = i % grid, i // grid
         r = _SIZE_FRAC[o.size] * q / 2 * (1 + 0.06 * (rng.random() - 0.5))
         slack = (q / 2 - r) * jitter
         cx = gx * q + q / 2 + (rng.random() - 0.5) * slack; cy = gy * q + q / 2 + (rng.random() - 0.5) * slack
-        col = tuple(int(min(255, max(0, c + rng.randint(-18, 18)))) for c in COLOURS[o.colour])
+        col = tuple(int(min(255, max(0, c + rng.randint(-18, 18)))) for c in ALL_COLOURS[o.colour])
         if o.shape == 'circle': dr.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
         elif o.shape == 'square': dr.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=col)
         else: dr.polygon(_shape_points(o.shape, cx, cy, r), fill=col)
@@ -193,54 +330,177 @@ def random_scene(rng:random.Random, n_objects=(1, 4)) -> list[Obj]:
     n = rng.randint(*n_objects)
     return [_random_obj(rng, p) for p in rng.sample(POSITIONS, n)]
 
+# %% ../nbs/01_meta_shapes.ipynb #f85a9072
+NUMBER_WORDS = ('no', 'one', 'two', 'three', 'four', 'five')
+
+def plural(shape:str) -> str: return shape + ('es' if shape.endswith('s') else 's')
+
+def _where(pos:str) -> str: return 'in the center' if pos == 'center' else f'at the {pos}'
+
+def _np(o:Obj, rng:random.Random, keep_size:float=0.5, keep_colour:float=0.85) -> str:
+    "A noun phrase for one object, naming its shape and, at random, its size and colour."
+    words = ([o.size] if rng.random() < keep_size else []) + ([o.colour] if rng.random() < keep_colour else []) + [o.shape]
+    return ('an ' if words[0][0] in 'aeiou' else 'a ') + ' '.join(words)
+
+def _join(parts:list[str], rng:random.Random) -> str:
+    if len(parts) == 1: return parts[0]
+    return (', ' if rng.random() < 0.7 else '; ').join(parts[:-1]) + rng.choice((' and ', ', ')) + parts[-1]
+
+def _number(n:int, rng:random.Random) -> str: return NUMBER_WORDS[n] if rng.random() < 0.5 or n == 0 else str(n)
+
+def _cap_list(scene, rng):
+    objs = rng.sample(scene, rng.randint(1, len(scene)))
+    return _join([_np(o, rng) + (' ' + _where(o.pos) if rng.random() < 0.6 else '') for o in objs], rng)
+
+def _cap_counts(scene, rng):
+    key = rng.choice((('colour', 'shape'), ('shape',), ('colour',), ('size', 'shape')))
+    groups = {}
+    for o in scene: groups.setdefault(tuple(o.get(a) for a in key), []).append(o)
+    items = rng.sample(list(groups.items()), rng.randint(1, len(groups)))
+    def phrase(vals, n):
+        noun = (vals[-1] if n == 1 else plural(vals[-1])) if key[-1] == 'shape' else ('object' if n == 1 else 'objects')
+        adj = ' '.join(vals[:-1] if key[-1] == 'shape' else vals)
+        return f"{_number(n, rng) if n > 1 or rng.random() < 0.5 else ('an' if (adj or noun)[0] in 'aeiou' else 'a')} {adj + ' ' if adj else ''}{noun}"
+    parts = [phrase(v, len(os_)) for v, os_ in items]
+    if key == ('shape',) and rng.random() < 0.3:   # an absent shape: the only way a caption says "zero"
+        if absent := [s for s in SHAPES2 if s not in groups and (s,) not in groups]: parts.append(f'no {plural(rng.choice(absent))}')
+    return _join(parts, rng)
+
+def _adjacent_pairs(scene):
+    at = {o.pos: o for o in scene}; out = []
+    for o in scene:
+        i = GRID2.index(o.pos)
+        for rel, (dx, dy) in REL_STEP.items():   # o is `rel` the object at o's cell - (dx, dy)
+            x, y = i % 3 - dx, i // 3 - dy
+            if 0 <= x < 3 and 0 <= y < 3 and (a := at.get(GRID2[y * 3 + x])): out.append((o, rel, a))
+    return out
+
+def _cap_relation(scene, rng):
+    pairs = _adjacent_pairs(scene)
+    if not pairs: return _cap_list(scene, rng)
+    k = rng.randint(1, min(2, len(pairs)))
+    return _join([f'{_np(o, rng)} {rel} {_np(a, rng)}' for o, rel, a in rng.sample(pairs, k)], rng)
+
+def _cap_rows(scene, rng):
+    rows = {}
+    for o in scene: rows.setdefault(GRID2.index(o.pos) // 3, []).append(o)
+    names = ('top row', 'middle row', 'bottom row')
+    parts = [f'{names[r]}: ' + _join([_np(o, rng) for o in sorted(os_, key=lambda o: GRID2.index(o.pos))], rng) for r, os_ in sorted(rows.items())]
+    return '. '.join(rng.sample(parts, rng.randint(1, len(parts))))
+
+def _cap_summary(scene, rng):
+    n = len(scene); colours = sorted({o.colour for o in scene}); shapes = sorted({o.shape for o in scene})
+    head = f'{_number(n, rng)} objects'
+    tail = rng.choice([f"in {_join(colours, rng)}", f"{_join([plural(s) for s in shapes], rng)}"] if len(colours) > 1 or len(shapes) > 1
+                      else [f"all {colours[0]}", f"all {plural(shapes[0])}"])
+    return f'{head}, {tail}' if rng.random() < 0.5 else f'a picture of {head}: {_cap_list(scene, rng)}'
+
+CAPTION_STYLES = {'list': _cap_list, 'counts': _cap_counts, 'relation': _cap_relation, 'rows': _cap_rows, 'summary': _cap_summary}
+
+def caption2(scene:list, rng:random.Random, style:str|None=None) -> str:
+    "A free caption of a Meta-Shapes 2 scene in one of `CAPTION_STYLES` (random if None): true of the scene, never a question."
+    return CAPTION_STYLES[style or rng.choice(list(CAPTION_STYLES))](scene, rng)
+
+def forbidden_texts(families=None) -> set[str]:
+    "Every question and every filled answer prompt the families make: texts the tiny CLIP must never train on."
+    out = set()
+    for fam in families or FAMILIES2:
+        for ref in fam.referents():
+            out.add(fam.question_for(ref)); out.update(fam.template_for(ref).replace('{}', a) for a in fam.answers)
+    return out
+
 # %% ../nbs/01_meta_shapes.ipynb #6aa5900f
+VQA_MIN_PAIRS = 20   # sizes='vqa': every task has at least this many pairs before its heavy-tailed extra
+
 @dataclass
 class MetaShapesConfig(ConfigBase):
-    "How big a Meta-Shapes world to build."
-    n_support: int = 100           # support ("train") images per task
-    n_query: int = 20              # query ("test") images per task
-    image_size: int = 48           # rendered image side in pixels
-    test_frac: float = 0.3         # fraction of each family's tasks held out as meta-test
-    families: tuple = tuple(f.name for f in FAMILIES)
-    max_tasks_per_family: int = 0  # 0: every referent combination is a task
-    n_objects: tuple = (2, 3)      # objects per scene (min, max)
-    p_hard: float = 0.6            # probability that a distractor shares all but one referent attribute
-    jitter: float = 0.3            # how far an object moves inside its quadrant, as a fraction of the free space
+    "How big a Meta-Shapes world to build: `world='v2'` (Meta-Shapes 2, the default) or `'v1'` (the 0.2.0 world)."
+    world: str = 'v2'              # 'v2': 3×3 grid, 6 shapes, 8 colours, relations, shared scene pool; 'v1': the 0.2.0 world
+    n_tasks: int = 720             # v2: questions (tasks) over both splits
+    test_frac: float = 0.3         # fraction of the questions held out as meta-test
+    n_support: int = 60            # support ("train") pairs per task (the mean, when sizes='vqa')
+    n_query: int = 30              # query ("test") pairs per task (the mean, when sizes='vqa')
+    sizes: str = 'fixed'           # v2: 'fixed' n_support/n_query per task, or 'vqa': drawn per task, uneven as VQA's
+    n_scenes: int = 20000          # v2: the shared scene pool tasks draw their images from
+    min_answers: int = 2           # v2: a question becomes a task only with at least this many answers ...
+    min_per_answer: int = 4        # v2: ... each answering at least this many pool scenes
+    p_palette: float = 0.5         # v2: share of scenes drawn from 1-2 colours and 1-2 shapes (repeated objects)
+    image_size: int = 60           # rendered image side in pixels
+    families: tuple = ()           # question families to use; () = all of the world's
+    max_tasks_per_family: int = 0  # v1: 0 = every referent combination is a task
+    n_objects: tuple = (1, 3)      # objects per scene (min, max)
+    p_hard: float = 0.6            # v1: probability that a distractor shares all but one referent attribute
+    jitter: float = 0.3            # how far an object moves inside its cell, as a fraction of the free space
     seed: int = 0
 
+    @property
+    def family_list(self) -> tuple:
+        "The `Family` objects this config uses."
+        all_ = FAMILIES2 if self.world == 'v2' else FAMILIES
+        return tuple(f for f in all_ if not self.families or f.name in self.families)
+
+    def scene_prior(self) -> 'MetaShapesConfig':
+        "Only the fields that decide how a scene looks (world, image size, objects, palette, jitter): the tiny CLIP's cache key."
+        return MetaShapesConfig(world=self.world, image_size=self.image_size, n_objects=self.n_objects,
+                                p_palette=self.p_palette, jitter=self.jitter)
+
     def validate(self):
-        self.check_positive('n_support', 'n_query', 'image_size')
+        self.check_choice('world', ['v1', 'v2']); self.check_choice('sizes', ['fixed', 'vqa'])
+        self.check_positive('n_support', 'n_query', 'image_size', 'n_tasks', 'n_scenes')
         self.check_nonneg('max_tasks_per_family')
+        self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
+        self.check_range('p_hard', 0, 1); self.check_range('jitter', 0, 1); self.check_range('p_palette', 0, 1)
+        if self.image_size < 16: self._fail('image_size', 'must be >= 16 pixels')
+        names = {f.name for f in (FAMILIES2 if self.world == 'v2' else FAMILIES)}
+        if unknown := [f for f in self.families if f not in names]:
+            self._fail('families', f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown} in world {self.world!r}; valid: {sorted(names)}")
+        cells = len(VOCAB[self.world]['pos']); lo, hi = self.n_objects
+        if not (1 <= lo <= hi <= cells): self._fail('n_objects', f'must be (min, max) with 1 <= min <= max <= {cells}, the cells of world {self.world!r}')
+        if self.world == 'v1': return self._validate_v1()
+        if self.min_answers < 2: self._fail('min_answers', 'must be >= 2: a task with one answer has nothing to classify')
+        if self.min_per_answer < 2: self._fail('min_per_answer', 'must be >= 2: every answer needs a support and a query pair')
+        if self.sizes == 'fixed' and self.n_support < self.min_answers:
+            self._fail('n_support', f'must be >= min_answers={self.min_answers}: every answer needs a support pair')
+        if self.sizes == 'fixed' and self.n_query < self.min_answers:
+            self._fail('n_query', f'must be >= min_answers={self.min_answers}: every answer needs a query pair')
+        if self.sizes == 'vqa' and self.n_support + self.n_query <= VQA_MIN_PAIRS:
+            self._fail('n_support', f"with sizes='vqa', n_support + n_query (the mean pairs per task) must exceed {VQA_MIN_PAIRS}, the fewest a task is drawn with")
+        if self.n_support + self.n_query > self.n_scenes:
+            self._fail('n_support', f'n_support + n_query = {self.n_support + self.n_query} exceeds the scene pool n_scenes={self.n_scenes}')
+        n_cand = sum(len(f.referents()) for f in self.family_list)
+        if self.n_tasks > n_cand:
+            self._fail('n_tasks', f'the {len(self.family_list)} families make at most {n_cand} questions; lower n_tasks or use more families')
+        if (n_test := round(self.test_frac * self.n_tasks)) < 1 or n_test >= self.n_tasks:
+            self._fail('test_frac', f'with n_tasks={self.n_tasks} leaves {n_test} meta-test questions; both splits need one')
+
+    def _validate_v1(self):
         if self.max_tasks_per_family == 1:
             self._fail('max_tasks_per_family', 'must be 0 (every task) or >= 2: one task per family leaves none for meta-test')
-        self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
-        self.check_range('p_hard', 0, 1); self.check_range('jitter', 0, 1)
-        if unknown := [f for f in self.families if f not in FAMILY_BY_NAME]:
-            self._fail('families', f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; valid: {list(FAMILY_BY_NAME)}")
-        if not self.families: self._fail('families', 'must not be empty')
-        lo, hi = self.n_objects
-        if not (1 <= lo <= hi <= len(POSITIONS)): self._fail('n_objects', f'must be (min, max) with 1 <= min <= max <= {len(POSITIONS)}')
-        if hi < len(COUNTS) and (counting := [f for f in self.families if FAMILY_BY_NAME[f].asks == 'count']):
+        hi = self.n_objects[1]
+        if hi < len(COUNTS) and (counting := [f.name for f in self.family_list if f.asks == 'count']):
             self._fail('n_objects', f"max must be >= {len(COUNTS)}: count families {counting} have the answer '{COUNTS[-1]}'")
-        if self.image_size < 16: self._fail('image_size', 'must be >= 16 pixels')
 
     @classmethod
-    def tiny(cls): return cls(n_support=12, n_query=8, image_size=32, max_tasks_per_family=3)
+    def tiny(cls): return cls(n_tasks=36, n_support=12, n_query=9, image_size=30, n_scenes=800,
+                              families=('colour_of_shape', 'shape_of_colour', 'size_of_colour', 'where_shape',
+                                        'count_colour', 'colour_rel_colour_shape'))
     @classmethod
     def default(cls): return cls()
     @classmethod
-    def paper(cls):   # Meta-VQA's sizes: ~58 support and ~26 query pairs per task
-        return cls(n_support=58, n_query=26, image_size=64)
+    def paper(cls):   # Meta-VQA's 870 + 373 questions and uneven sizes; the means are set so that, after capping, they are ~58 and ~26
+        return cls(n_tasks=1243, test_frac=373 / 1243, n_support=60, n_query=27, sizes='vqa', n_scenes=30000)
+    @classmethod
+    def v1(cls): return cls(world='v1', n_support=100, n_query=20, image_size=48, n_objects=(2, 3))
 
 # %% ../nbs/01_meta_shapes.ipynb #e5a2a883
 def _words(q:str) -> set[str]: return set(q.rstrip('?').split())
 
 def split_questions(cfg:MetaShapesConfig) -> tuple[list, list]:
-    "(train, test) lists of (family, referent) with held-out combinations, seeded by `cfg.seed`."
+    "Meta-Shapes (v1): (train, test) lists of (family, referent) with held-out combinations, seeded by `cfg.seed`."
+    if cfg.world != 'v1': raise ConfigError(f"split_questions splits the v1 world; Meta-Shapes 2 is split by plan_world (world={cfg.world!r})")
     rng = random.Random(cfg.seed)
     train, test = [], []
-    for name in cfg.families:
-        fam = FAMILY_BY_NAME[name]
+    for fam in cfg.family_list:
         refs = fam.referents(); rng.shuffle(refs)
         if cfg.max_tasks_per_family: refs = refs[:cfg.max_tasks_per_family]
         n_test = max(1, round(cfg.test_frac * len(refs))) if len(refs) > 1 else 0
@@ -249,6 +509,167 @@ def split_questions(cfg:MetaShapesConfig) -> tuple[list, list]:
     moved = [(f, r) for f, r in test if not _words(f.question_for(r)) <= vocab]
     test = [x for x in test if x not in moved]
     return train + moved, test
+
+# %% ../nbs/01_meta_shapes.ipynb #7d8d6f2c
+def water_fill(n:int, caps) -> np.ndarray:
+    "Split `n` units over bins with capacities `caps` as evenly as possible (max-min fair); returns the allocation."
+    caps = np.asarray(caps, dtype=np.int64); out = np.zeros_like(caps); left = min(int(n), int(caps.sum()))
+    while left > 0:
+        open_ = np.nonzero(out < caps)[0]
+        share = max(1, left // len(open_))
+        for i in open_[np.argsort(out[open_], kind='stable')]:
+            k = min(share, caps[i] - out[i], left); out[i] += k; left -= k
+            if left == 0: break
+    return out
+
+def _words(q:str) -> set[str]: return set(q.rstrip('?').split())
+
+@dataclass
+class PlannedTask:
+    "One task of a planned world: its question, the answers it uses, and pool-scene indices of its pairs."
+    family: Family
+    ref: dict
+    answers: tuple
+    support: list   # [(scene index, answer index)]
+    query: list
+    @property
+    def question(self) -> str: return self.family.question_for(self.ref)
+    @property
+    def template(self) -> str: return self.family.template_for(self.ref)
+
+@dataclass
+class WorldPlan:
+    "A Meta-Shapes 2 world before rendering: the scene pool, the chosen questions, the split, every task's pairs."
+    cfg: MetaShapesConfig
+    scenes: list
+    splits: dict          # 'meta_train' / 'meta_test' -> [PlannedTask]
+    n_candidates: int     # questions the families make
+    n_usable: int         # ... of which enough pool scenes answer with enough answers
+    def used_scenes(self) -> list[int]:
+        return sorted({i for ts in self.splits.values() for t in ts for i, _ in t.support + t.query})
+
+def _task_rng(cfg, q): return random.Random(hashlib.sha256(f'{cfg.seed}:{q}'.encode()).hexdigest())
+
+def _task_sizes(cfg, rng:random.Random, avail:int) -> tuple[int, int]:
+    S, Q = cfg.n_support, cfg.n_query
+    if cfg.sizes == 'vqa':   # heavy-tailed like VQA v2's per-question pair counts, with the configured means
+        base, sigma = VQA_MIN_PAIRS, 0.8
+        total = base + rng.lognormvariate(math.log(S + Q - base) - sigma ** 2 / 2, sigma)
+        S = max(1, round(total * cfg.n_support / (cfg.n_support + cfg.n_query))); Q = max(1, round(total) - S)
+    if S + Q > avail: S, Q = max(1, round(avail * S / (S + Q))), avail - max(1, round(avail * S / (S + Q)))
+    return S, Q
+
+def _allocate(cfg, fam, ref, ans:np.ndarray, usable:list[int]) -> PlannedTask:
+    "Support and query pairs of one task from the pool scenes `ans` [N] answers, spread evenly over its answers."
+    rng = _task_rng(cfg, fam.question_for(ref)); nrng = np.random.default_rng(rng.getrandbits(64))
+    pools = [np.nonzero(ans == k)[0] for k in usable]
+    avail = np.array([len(p) for p in pools])
+    S, Q = _task_sizes(cfg, rng, int(avail.sum()))
+    s = 1 + water_fill(S - len(usable), avail - 2); q = 1 + water_fill(Q - len(usable), avail - s - 1)
+    picks = [nrng.choice(p, size=s[y] + q[y], replace=False).tolist() for y, p in enumerate(pools)]
+    sup = [(i, y) for y, p in enumerate(picks) for i in p[:s[y]]]
+    qry = [(i, y) for y, p in enumerate(picks) for i in p[s[y]:]]
+    rng.shuffle(sup); rng.shuffle(qry)
+    return PlannedTask(fam, ref, tuple(fam.answers[k] for k in usable), sup, qry)
+
+def _split(cfg, chosen:list, rng:random.Random) -> tuple[list, list]:
+    """Hold out about `test_frac` of the questions, whole template groups at a time (questions with the same prompt
+    template share a split), per family, so that every meta-test word and referent value also occurs in meta-train."""
+    n_test = round(cfg.test_frac * len(chosen))
+    groups = {}
+    for t in chosen: groups.setdefault(t.template, []).append(t)
+    keys = list(groups); rng.shuffle(keys)
+    fam_n = {}
+    for t in chosen: fam_n[t.family.name] = fam_n.get(t.family.name, 0) + 1
+    quota = {f: cfg.test_frac * n for f, n in fam_n.items()}
+    test, got = set(), {f: 0 for f in fam_n}
+    for k in keys:
+        if sum(len(groups[g]) for g in test) + len(groups[k]) > n_test: continue
+        if all(got[t.family.name] + 1 <= quota[t.family.name] + 0.5 for t in groups[k]):
+            test.add(k)
+            for t in groups[k]: got[t.family.name] += 1
+    def covered(test):
+        train = [t for k in keys if k not in test for t in groups[k]]
+        words = set().union(*(_words(t.question) for t in train)); vals = {(a, v) for t in train for a, v in t.ref.items()}
+        fams = {t.family.name for t in train}
+        return [k for k in test if any(not (_words(t.question) <= words and set(t.ref.items()) <= vals
+                                            and t.family.name in fams) for t in groups[k])]
+    while bad := covered(test):   # move uncovered groups back; refill from train with groups that keep coverage
+        test -= set(bad)
+        for k in keys:
+            if sum(len(groups[g]) for g in test) + len(groups[k]) > n_test: continue
+            if k not in test and k not in bad and not covered(test | {k}): test.add(k)
+    for k in keys:   # top up to exactly n_test where single groups still fit
+        if sum(len(groups[g]) for g in test) >= n_test: break
+        if k not in test and sum(len(groups[g]) for g in test) + len(groups[k]) <= n_test and not covered(test | {k}): test.add(k)
+    return [t for k in keys if k not in test for t in groups[k]], [t for k in keys if k in test for t in groups[k]]
+
+def plan_world(cfg:MetaShapesConfig) -> WorldPlan:
+    """Draw the scene pool, find the questions it answers, choose and split `cfg.n_tasks` of them and give every task
+    its pairs: all without rendering. Raises `ConfigError`, naming the field and its limit, if the world cannot be made."""
+    if cfg.world != 'v2': raise ConfigError(f"plan_world plans Meta-Shapes 2 worlds; MetaShapesConfig.world={cfg.world!r}")
+    rng = random.Random(f'{cfg.seed}:pool')
+    scenes = [random_scene2(rng, cfg.n_objects, cfg.p_palette) for _ in range(cfg.n_scenes)]
+    slots = scene_slots(scenes)
+    fams = cfg.family_list
+    cands, by_fam, n_cand, big = [], {}, 0, []
+    for fam in fams:
+        for ref in fam.referents():
+            n_cand += 1
+            ans = answers_vec(fam, ref, slots)
+            cnt = np.bincount(ans[ans >= 0], minlength=len(fam.answers))
+            usable = [k for k in range(len(fam.answers)) if cnt[k] >= cfg.min_per_answer]
+            if len(usable) < cfg.min_answers: continue
+            n_av = int(cnt[usable].sum()); big.append(n_av)
+            if cfg.sizes == 'fixed' and n_av < cfg.n_support + cfg.n_query: continue
+            by_fam.setdefault(fam.name, []).append((fam, ref, ans, usable))
+    n_usable = sum(map(len, by_fam.values()))
+    if len(big) < cfg.n_tasks:
+        raise ConfigError(f"MetaShapesConfig.n_tasks={cfg.n_tasks}: only {len(big)} of the {n_cand} questions have "
+                          f">= min_answers={cfg.min_answers} answers with >= min_per_answer={cfg.min_per_answer} of the "
+                          f"n_scenes={cfg.n_scenes} pool scenes each; lower n_tasks, or raise n_scenes")
+    if n_usable < cfg.n_tasks:
+        lim = sorted(big, reverse=True)[cfg.n_tasks - 1]
+        raise ConfigError(f"MetaShapesConfig.n_support={cfg.n_support}: n_support + n_query = {cfg.n_support + cfg.n_query} "
+                          f"is more than the pool scenes that answer all but {n_usable} questions (the {cfg.n_tasks}th "
+                          f"question has {lim}); lower n_support + n_query to <= {lim}, or raise n_scenes")
+    names = list(by_fam); quota = water_fill(cfg.n_tasks, [len(by_fam[f]) for f in names])
+    crng = random.Random(f'{cfg.seed}:choose')
+    chosen = []
+    for f, k in zip(names, quota):
+        for fam, ref, ans, usable in crng.sample(by_fam[f], int(k)): chosen.append(_allocate(cfg, fam, ref, ans, usable))
+    train, test = _split(cfg, chosen, random.Random(f'{cfg.seed}:split'))
+    if not test or not train:
+        raise ConfigError(f"MetaShapesConfig.n_tasks={cfg.n_tasks}: the compositional split leaves {len(train)} meta-train and "
+                          f"{len(test)} meta-test questions (a meta-test question needs its words, referent values and family "
+                          "in meta-train); raise n_tasks or use more families")
+    return WorldPlan(cfg, scenes, {'meta_train': train, 'meta_test': test}, n_cand, n_usable)
+
+# %% ../nbs/01_meta_shapes.ipynb #43a7510c
+def question_index(world:str='v2') -> dict[str, tuple[Family, dict]]:
+    "Every question string of `world` → its (family, referent)."
+    return {fam.question_for(ref): (fam, ref) for fam in FAMILIES_OF[world] for ref in fam.referents()}
+
+def split_violations(train, test, world:str='v2') -> list[str]:
+    """Every way meta-test tasks break the compositional split (an empty list when it holds): a meta-test question
+    string, prompt template or (family, referent) pair that occurs in meta-train; or a meta-test word, referent value or
+    family that occurs in no meta-train question."""
+    qi = question_index(world)
+    def parts(tasks):
+        fr = [(t.family, tuple(sorted(qi[t.question][1].items()))) for t in tasks]
+        return ({t.question for t in tasks}, {t.template for t in tasks}, set(fr),
+                set().union(*(_words(t.question) for t in tasks)), {v for _, r in fr for v in r}, {t.family for t in tasks})
+    q, tm, fr, words, vals, fams = parts(train)
+    out = []
+    for t in test:
+        tq, ttm, tfr, tw, tv, tf = parts([t])
+        if tq & q: out.append(f'{t.question!r}: the question is also a meta-train question')
+        if ttm & tm: out.append(f'{t.question!r}: its template {t.template!r} is also a meta-train template')
+        if tfr & fr: out.append(f'{t.question!r}: its (family, referent) is also in meta-train')
+        if w := tw - words: out.append(f'{t.question!r}: word(s) {sorted(w)} occur in no meta-train question')
+        if v := tv - vals: out.append(f'{t.question!r}: referent value(s) {sorted(v)} occur in no meta-train question')
+        if tf - fams: out.append(f'{t.question!r}: its family {t.family} has no meta-train question')
+    return out
 
 # %% ../nbs/01_meta_shapes.ipynb #9ddd4a3f
 def _balanced_labels(n:int, k:int, rng:random.Random) -> list[int]:
@@ -282,12 +703,15 @@ def render_workers(n_images:int) -> int:
 
 def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path, workers:int|None=None) -> dict:
     """Render the Meta-Shapes world described by `cfg` into the folder `out`; returns its statistics. `workers`
-    processes render the tasks (default: `render_workers`); the files are the same for any number of them."""
-    out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
+    processes render the images (default: `render_workers`); the files are the same for any number of them."""
+    return (_build_v1 if cfg.world == 'v1' else _build_v2)(cfg, Path(out), workers)
+
+def _build_v1(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
     train_q, test_q = split_questions(cfg)
     if not train_q or not test_q:
-        raise ConfigError(f"MetaShapesConfig: families={list(cfg.families)} with max_tasks_per_family={cfg.max_tasks_per_family} "
+        raise ConfigError(f"MetaShapesConfig: families={[f.name for f in cfg.family_list]} with max_tasks_per_family={cfg.max_tasks_per_family} "
                           f"give {len(train_q)} meta-train and {len(test_q)} meta-test tasks; both splits need at least one")
+    out.mkdir(parents=True, exist_ok=True); (out/'images').mkdir(exist_ok=True)
     items = [('meta_train', f, r) for f, r in train_q] + [('meta_test', f, r) for f, r in test_q]
     for _, fam, ref in items:
         if cfg.n_support < len(fam.answers) or cfg.n_query < len(fam.answers):
@@ -327,6 +751,47 @@ def meta_shapes(cfg:MetaShapesConfig|None=None, root:Path|None=None) -> MetaData
     cfg = cfg or (MetaShapesConfig.tiny() if IN_TEST else MetaShapesConfig.default())
     art = load_or_build('meta_shapes', cfg, build_meta_shapes, root)
     return load_dataset(art.path, 'metashapes')
+
+# %% ../nbs/01_meta_shapes.ipynb #de3acd5e
+def _img_id(i:int) -> str: return f'MS2_{i:06d}'
+
+def _render_pool_chunk(job):
+    "Render pool scenes `idx` of a plan into `img_dir`; each image's generator is seeded by the world seed and its index."
+    seed, image_size, jitter, items, img_dir = job
+    for i, scene in items:
+        im = render_scene(scene, image_size, random.Random(f'{seed}:img:{i}'), jitter=jitter, grid=3)
+        im.save(Path(img_dir)/f'{_img_id(i)}.png', optimize=False)
+    return len(items)
+
+def _build_v2(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
+    plan = plan_world(cfg)                                  # every ConfigError is raised here, before any image
+    out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
+    used = plan.used_scenes()
+    workers = render_workers(len(used)) if workers is None else workers
+    chunks = [[(i, plan.scenes[i]) for i in used[k:k + 500]] for k in range(0, len(used), 500)]
+    jobs = [(cfg.seed, cfg.image_size, cfg.jitter, c, str(out/'images')) for c in chunks]
+    bar = progress(total=len(used), desc='rendering the scene pool')
+    if workers > 1:
+        ctx = multiprocessing.get_context('fork') if sys.platform == 'linux' else None
+        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+            for n in ex.map(_render_pool_chunk, jobs): bar.update(n)
+    else:
+        for j in jobs: bar.update(_render_pool_chunk(j))
+    bar.close()
+    splits, templates, families = {}, {}, {}
+    for name, ts in plan.splits.items():
+        splits[name] = [Task(t.question, t.answers, tuple((_img_id(i), y) for i, y in t.support),
+                             tuple((_img_id(i), y) for i, y in t.query), t.template, t.family.name) for t in ts]
+        for t in ts: templates[t.question] = t.template; families[t.question] = t.family.name
+    for s, tasks in splits.items(): write_split(tasks, out/f'{s}.json')
+    atomic_write_json(out/'prompt_meta.json', templates)
+    atomic_write_json(out/'families.json', families)
+    atomic_write_json(out/'scenes.json', {_img_id(i): [[o.shape, o.colour, o.size, o.pos] for o in plan.scenes[i]] for i in used}, indent=None)
+    stats = {s: TaskSplit(s, t).stats() for s, t in splits.items()}
+    stats['images'] = len(used); stats['questions_made'] = plan.n_candidates; stats['questions_usable'] = plan.n_usable
+    atomic_write_json(out/'dataset.json', {'name': 'metashapes', 'config': cfg.to_dict(), 'stats': stats,
+                                           'version': package_version()})
+    return stats
 
 # %% ../nbs/01_meta_shapes.ipynb #d686045a
 def answer_set_sharing(split:TaskSplit) -> dict[tuple, int]:
