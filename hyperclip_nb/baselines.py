@@ -46,6 +46,10 @@ class MultitaskConfig(ConfigBase):
     def tiny(cls): return cls(hidden=16, epochs=60, lr=1e-2, log_every=10)
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
+    @classmethod
+    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 # %% ../nbs/05_baselines.ipynb #44badc67
 def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the learning rate'):
@@ -228,6 +232,10 @@ class MamlConfig(ConfigBase):
     def tiny(cls): return cls(hidden=16, epochs=6, inner_steps=(1, 3), lr=1e-2)
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
+    @classmethod
+    def default(cls): return cls(epochs=20)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
     "Meta-learn the adapter initialization θ [D] with MAML over the meta-train tasks; returns (θ, history)."
@@ -297,6 +305,10 @@ class CondMultitaskConfig(ConfigBase):
     def tiny(cls): return cls(hidden=16, width=32, epochs=30, lr=1e-2)
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
+    @classmethod
+    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
     "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (H, history)."

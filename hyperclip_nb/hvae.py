@@ -37,6 +37,10 @@ class HVAEConfig(ConfigBase):
     def tiny(cls): return cls(latent=8, width=32, epochs=15)
     @classmethod
     def paper(cls): return cls(epochs=2000, lr=1e-4)
+    @classmethod
+    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 class HVAE(torch.nn.Module):
     "Encoder D → width → width → 2k' and decoder k' → width → width → D; as a generator, `hvae(z)` = Dec(z)."

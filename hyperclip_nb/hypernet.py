@@ -51,6 +51,10 @@ class HNetConfig(ConfigBase):
     def tiny(cls): return cls(latent=8, hidden=16, width=32, epochs=8, inner_steps=(1, 3), lr=1e-2)
     @classmethod
     def paper(cls): return cls(latent=128, hidden=256, epochs=1000)
+    @classmethod
+    def default(cls): return cls(epochs=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 # %% ../nbs/06_hypernet.ipynb #96ae2959
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
@@ -218,6 +222,10 @@ class PrecomputeConfig(ConfigBase):
     def tiny(cls): return cls(passes=3)
     @classmethod
     def paper(cls): return cls(passes=100)
+    @classmethod
+    def default(cls): return cls(passes=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
+    @classmethod
+    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator) -> TaskBatch:
     "The batch with each task's support set replaced by a random ceil(f·n) of its n pooled pairs, f ~ U[min_frac, 1] (others -1)."
