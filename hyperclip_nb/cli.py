@@ -9,7 +9,8 @@ from pathlib import Path
 from .core import *
 
 # %% auto #0
-__all__ = ['BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_bench', 'main']
+__all__ = ['REFERENCE_RESULTS', 'BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_compare', 'cmd_bench',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -24,12 +25,20 @@ def _positive_int(s:str) -> int:
     if v < 1: raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
 
+def _nonneg_float(s:str) -> float:
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid float value: {s!r}")
+    if not v >= 0: raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+REFERENCE_RESULTS = 'nbs/results/metashapes-default/results.json'
+
 def build_parser() -> argparse.ArgumentParser:
     "The `hyperclip_nb` argument parser."
     p = _Parser(prog='hyperclip_nb', description='Generate task-adapted network weights from a question: '
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
-    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,bench}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench}', parser_class=_Parser)
     d = sub.add_parser('data', help='write a Meta-Shapes dataset in the Meta-VQA format')
     d.add_argument('--dataset', choices=['metashapes'], default='metashapes')
     d.add_argument('--config', choices=list(PRESETS), default='default')
@@ -46,11 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
     r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
     r.add_argument('--no-episodes', action='store_true', help='skip the N-way K-shot section (MetaDiff and its baselines)')
+    c = sub.add_parser('compare', help='compare a results.json with a reference one, row by row, within tolerances')
+    c.add_argument('results', help='the results.json of your run')
+    c.add_argument('--against', default=REFERENCE_RESULTS, help=f'the reference results.json (default {REFERENCE_RESULTS}, ours)')
+    c.add_argument('--abs-tol', type=_nonneg_float, default=2.0, help='tolerance in accuracy points (default 2)')
+    c.add_argument('--k', type=_nonneg_float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
-    for q in (d, r, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for q in (d, r, c, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 # %% ../nbs/13_cli.ipynb #098b7bb0
@@ -89,6 +103,13 @@ def cmd_reproduce(args) -> int:
                     episodes=not args.no_episodes)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
+
+def cmd_compare(args) -> int:
+    "Print `compare_results` of two results files; exit 1 when a row differs beyond the tolerance."
+    from hyperclip_nb.evaluation import load_results, compare_results, comparison_markdown
+    c = compare_results(load_results(args.results), load_results(args.against), args.abs_tol / 100, args.k)
+    print(comparison_markdown(c))
+    return 1 if c['differ'] else 0
 
 def _bench_ddim(repeats:int) -> dict:
     "DDIM-50 against ancestral sampling of the default HyperLDM's size (k = 32, d = 64, T = 350) for 73 tasks, γ = 1.5."
@@ -140,8 +161,8 @@ def main(argv:list[str]|None=None) -> int:
     debug = '--debug' in argv
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None: raise UsageError("choose a command: data, reproduce or bench (see hyperclip_nb --help)")
-        return {'data': cmd_data, 'reproduce': cmd_reproduce, 'bench': cmd_bench}[args.command](args)
+        if args.command is None: raise UsageError("choose a command: data, reproduce, compare or bench (see hyperclip_nb --help)")
+        return {'data': cmd_data, 'reproduce': cmd_reproduce, 'compare': cmd_compare, 'bench': cmd_bench}[args.command](args)
     except HyperclipError as e:
         if debug: raise
         print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2

@@ -32,13 +32,13 @@ def normalize_question(text:str) -> str:
     return q + '?'
 
 @functools.cache
-def known_questions() -> dict:
-    "{question: (family, referent)} over every Meta-Shapes family and every referent combination."
-    return {fam.question_for(ref): (fam, ref) for fam in ms.FAMILIES for ref in fam.referents()}
+def known_questions(world:str='v2') -> dict:
+    "{question: (family, referent)} over every family of a Meta-Shapes world ('v2' or 'v1') and every referent combination."
+    return ms.question_index(world)
 
-def find_family(question:str) -> tuple[ms.Family, dict]|None:
-    "(family, referent) of a question, after `normalize_question`; None if no family asks it."
-    return known_questions().get(normalize_question(question))
+def find_family(question:str, world:str='v2') -> tuple[ms.Family, dict]|None:
+    "(family, referent) of a question, after `normalize_question`; None if no family of `world` asks it."
+    return known_questions(world).get(normalize_question(question))
 
 # %% ../nbs/14_demo.ipynb #f0d104eb
 class UnknownWordsError(DemoInputError):
@@ -48,8 +48,9 @@ class UnknownWordsError(DemoInputError):
         super().__init__(
             f"the CLIP text encoder does not know the word{'s' if len(self.words) > 1 else ''} "
             f"{', '.join(map(repr, self.words))} in the {where}. The tiny CLIP knows only the words of Meta-Shapes "
-            f"questions and prompts: shapes ({', '.join(ms.SHAPES)}), colours ({', '.join(ms.COLOURS)}), sizes "
-            f"({', '.join(ms.SIZES)}), positions ({', '.join(ms.POSITIONS)}) and counts ({', '.join(ms.COUNTS)})")
+            f"questions and prompts: shapes ({', '.join(ms.SHAPES2)}), colours ({', '.join(ms.COLOURS2)}), sizes "
+            f"({', '.join(ms.SIZES)}), positions ({', '.join(ms.GRID2)}), relations ({', '.join(ms.RELATIONS)}) "
+            f"and counts ({', '.join(ms.COUNTS2)}); in the v1 world, positions are the four quadrants")
 
 def check_vocabulary(tok, text:str, where:str='question'):
     "Raise `UnknownWordsError` naming the words of `text` that `tok` cannot encode (only closed-vocabulary tokenizers can fail)."
@@ -92,12 +93,29 @@ class DemoState:
         return _STATES[key]
 
 # %% ../nbs/14_demo.ipynb #d9a95f26
+def _demo_images_v2(found, n:int, rng:random.Random, data_cfg:ms.MetaShapesConfig) -> tuple[list, list|None]:
+    "Meta-Shapes 2: scenes from the world's prior; for a known question, drawn until every answer that turns up has its share."
+    draw = lambda: ms.random_scene2(rng, data_cfg.n_objects, data_cfg.p_palette)
+    if found is None: scenes, truths = [draw() for _ in range(n)], None
+    else:
+        fam, ref = found; by = {}
+        for _ in range(400 * n):                        # the world's scenes answer the question as they come
+            s = draw()
+            if (a := ms.answer(fam, ref, s)) is not None: by.setdefault(a, []).append(s)
+            if len(by) == len(fam.answers) and min(map(len, by.values())) * len(by) >= n: break
+        if sum(map(len, by.values())) < n: raise DemoInputError(f"too few scenes of the world answer {fam.question_for(ref)!r}; ask another question")
+        order = [a for a in fam.answers if a in by]; rng.shuffle(order)
+        picks = [(a, by[a][i]) for i in range(n) for a in order if i < len(by[a])][:n]   # round robin over the answers
+        rng.shuffle(picks); truths, scenes = [a for a, _ in picks], [s for _, s in picks]
+    return [ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter, grid=3) for s in scenes], truths
+
 def demo_images(question:str, n:int=12, seed:int=0, data_cfg:ms.MetaShapesConfig|None=None) -> tuple[list, list|None]:
     "(n rendered images, their true answers or None): scenes where a known question is well posed, else random scenes."
     data_cfg = data_cfg or ms.MetaShapesConfig.tiny()
     q = normalize_question(question)
     rng = random.Random(f'demo:{seed}:{q}')             # string seeds hash with sha512: the same draw in every process
-    found = find_family(q)
+    found = find_family(q, data_cfg.world)
+    if data_cfg.world == 'v2': return _demo_images_v2(found, n, rng, data_cfg)
     if found is None: scenes, truths = [ms.random_scene(rng, data_cfg.n_objects) for _ in range(n)], None
     else:
         fam, ref = found
@@ -178,7 +196,7 @@ def answer_question(question:str, method:str='hyperldm', guidance_scale:float=1.
     state = state or DemoState.load()
     q = normalize_question(question)
     check_vocabulary(state.tok, q, 'question')
-    found = find_family(q)
+    found = find_family(q, state.cfgs['data'].world)
     if found:                                        # a known family fixes the answers and the prompt
         fam, ref = found
         answers, template = list(fam.answers), fam.template_for(ref)

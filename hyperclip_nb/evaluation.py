@@ -28,18 +28,19 @@ from .metadiff import (MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots
 from .bridge import BridgeConfig, cached_bridge
 
 # %% auto #0
-__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'CHOICE_SYMBOLS', 'PAPER_METAVQA', 'stage_configs',
-           'summarize_curves', 'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource',
-           'dataset_features', 'ZeroShot', 'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot',
-           'plot_guidance_sweep', 'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions',
-           'check_out_dir', 'reproduce', 'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification',
-           'plot_results']
+__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'CALIBRATION', 'CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED',
+           'ROW_LABELS', 'stage_configs', 'seed_configs', 'task_kinds', 'per_kind', 'summarize_curves',
+           'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot',
+           'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
+           'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce',
+           'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results',
+           'compare_results', 'comparison_markdown', 'paper_claim', 'readme_results']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
 
 def stage_configs(preset:str, dataset:str='metashapes') -> dict:
-    "Every stage's config for `preset` ('tiny', 'default' or 'paper')."
+    "Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP)."
     if preset not in PRESETS: raise ConfigError(f"unknown config {preset!r}; choose one of {list(PRESETS)}")
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     cfgs = {'data': get_preset(ms.MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
@@ -53,6 +54,21 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
         cfgs['clip'] = ClipConfig.default()
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
     return cfgs
+
+def seed_configs(cfgs:dict, seed:int) -> dict:
+    """The configs of one seed: a tiny CLIP is trained once per seed (its `ClipConfig.seed` is the method seed), so the
+    spread over seeds covers the CLIP's draw as well as the methods'; a pretrained CLIP has no seed. The world is fixed."""
+    return cfgs | {'clip': cfgs['clip'].replace(seed=seed)} if cfgs['clip'].model == 'tiny' else dict(cfgs)
+
+def task_kinds(feats:Features, cfgs:dict, split:str='meta_test') -> list|None:
+    "The kind of each task of `split` (colour, shape, size, pos, count, rel) on Meta-Shapes; None on Meta-VQA."
+    fams = feats.splits[split].families
+    if not isinstance(cfgs.get('data'), ms.MetaShapesConfig) or not all(fams): return None
+    return [ms.family_named(f, cfgs['data'].world).kind for f in fams]
+
+def per_kind(acc:torch.Tensor, kinds:list) -> dict:
+    "{kind: mean of the per-task accuracies `acc` over its tasks}."
+    return {k: float(acc[torch.tensor([x == k for x in kinds])].mean()) for k in sorted(set(kinds))}
 
 # %% ../nbs/12_evaluation.ipynb #cfcdc2e1
 def _mean_std(per_seed) -> tuple:
@@ -230,15 +246,29 @@ METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncon
            'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hyperldm('hnet'), 'hvae_hyperldm': _hyperldm('hvae')}
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
+CALIBRATION = {   # the targets of Meta-Shapes 2 (issue 17), on the meta-test tasks, before any guided method is run on a world
+    'oracle_finetune >= 0.80': lambda m, c: m['oracle_finetune'] >= 0.80,
+    'zero_shot_clip >= chance + 0.10': lambda m, c: m['zero_shot_clip'] >= c + 0.10,
+    'zero_shot_clip <= oracle_finetune - 0.20': lambda m, c: m['zero_shot_clip'] <= m['oracle_finetune'] - 0.20,
+    'uncond_multitask >= zero_shot_clip + 0.03': lambda m, c: m['uncond_multitask'] >= m['zero_shot_clip'] + 0.03,
+    'uncond_multitask <= oracle_finetune - 0.15': lambda m, c: m['uncond_multitask'] <= m['oracle_finetune'] - 0.15,
+    'cond_multitask >= uncond_multitask + 0.05': lambda m, c: m['cond_multitask'] >= m['uncond_multitask'] + 0.05}
+
 def calibration(methods:dict, chance_acc:float) -> dict:
-    "The world's calibration numbers and whether each target holds."
+    """The world's calibration numbers and whether each target of `CALIBRATION` holds (those whose rows were run), plus
+    one per kind of question: zero-shot CLIP at least 8 points below the oracle, so that no kind is answered by the
+    prompts alone."""
     m = {k: v['zero_shot_acc'] for k, v in methods.items()}
-    out = {'chance': chance_acc, **{k: m[k] for k in ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask') if k in m}}
+    rows = ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask')
+    out = {'chance': chance_acc, **{k: m[k] for k in rows if k in m}}
     checks = {}
-    if 'oracle_finetune' in m: checks['oracle_finetune >= 0.85'] = m['oracle_finetune'] >= 0.85
-    if 'zero_shot_clip' in m: checks['zero_shot_clip >= chance + 0.10'] = m['zero_shot_clip'] >= chance_acc + 0.10
-    if {'uncond_multitask', 'oracle_finetune'} <= set(m):
-        checks['uncond_multitask <= oracle_finetune - 0.15'] = m['uncond_multitask'] <= m['oracle_finetune'] - 0.15
+    for name, ok in CALIBRATION.items():
+        try: checks[name] = bool(ok(m, chance_acc))
+        except KeyError: pass    # a row of this target was not run
+    zk, ok_ = methods.get('zero_shot_clip', {}).get('per_kind'), methods.get('oracle_finetune', {}).get('per_kind')
+    if zk and ok_:
+        out['per_kind'] = {k: {r: methods[r]['per_kind'][k] for r in rows if methods.get(r, {}).get('per_kind')} for k in ok_}
+        for k in ok_: checks[f'zero_shot_clip[{k}] <= oracle_finetune[{k}] - 0.08'] = bool(zk[k] <= ok_[k] - 0.08)
     out['checks'] = checks
     return out
 
@@ -251,7 +281,7 @@ def results_markdown(res:dict) -> str:
     "The paper-style table of a results dict, as Markdown."
     lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config)", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
-             "accuracy averaged over meta-test tasks.", '',
+             "accuracy averaged over meta-test tasks. " + res.get('seed_scope', '').capitalize() + '.', '',
              'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
              'Choice: the guidance scale γ and the DDIM-50 noise η (HyperLDM), or the number of guidance steps S '
              '(HyperCLIP), chosen per seed on validation tasks.', '',
@@ -290,6 +320,12 @@ def results_markdown(res:dict) -> str:
         for m, r in few.items():
             lines.append(f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '')
                                                   + f" [{_pct(r['ci95'][k])}]" for k in ks) + ' |')
+    kinds = {m: r['per_kind'] for m, r in res['methods'].items() if r.get('per_kind')}
+    if kinds:
+        ks = list(next(iter(kinds.values())))
+        lines += ['', 'Zero-shot accuracy (%) by kind of question (mean over seeds; "rel": the object next to a named one):', '',
+                  '| method | ' + ' | '.join(ks) + ' |', '|---|' + '---|' * len(ks)]
+        lines += [f'| {m} | ' + ' | '.join(_pct(pk.get(k)) for k in ks) + ' |' for m, pk in kinds.items()]
     c = res.get('calibration', {})
     if c:
         lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
@@ -355,7 +391,9 @@ def save_n_shot_plot(res:dict, path:Path):
 def versions() -> dict:
     "Versions of Python, torch, open_clip and hyperclip_nb, and the machine."
     import open_clip
+    import torchvision
     return {'hyperclip_nb': package_version(), 'python': platform.python_version(), 'torch': torch.__version__,
+            'torchvision': torchvision.__version__,
             'open_clip': getattr(open_clip, '__version__', '?'), 'numpy': np.__version__,
             'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'threads': torch.get_num_threads()}
 
@@ -379,28 +417,31 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     if unknown := [m for m in names if m not in METHODS]:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     timings = {}
-    feats = dataset_features(dataset, cfgs, data_root, timings)
-    test_tb = feats.tasks('meta_test')
+    scfg = {s: seed_configs(cfgs, s) for s in seeds}
+    feats = {s: dataset_features(dataset, scfg[s], data_root, timings) for s in seeds}   # one tiny CLIP per seed
+    kinds = task_kinds(feats[seeds[0]], cfgs)
     results = {}
     for name in names:
-        zs, fs, curves, choices = [], [], [], []
+        zs, fs, curves, choices, kind_acc = [], [], [], [], []
         with timed(timings, name):
             for s in progress(seeds, desc=name):
                 set_seed(s)
-                zero = METHODS[name](feats, cfgs, s)
-                r = score(zero, test_tb, seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
+                zero = METHODS[name](feats[s], scfg[s], s)
+                r = score(zero, feats[s].tasks('meta_test'), seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
                 zs.append(r['zero_shot'].mean().item())
+                if kinds: kind_acc.append(per_kind(r['zero_shot'], kinds))
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
                 if getattr(zero, 'info', None): choices.append(zero.info)
         results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
+        if kind_acc: results[name]['per_kind'] = {k: float(np.mean([a[k] for a in kind_acc])) for k in kind_acc[0]}
         for key, keep in (('choice', lambda k: k in CHOICES), ('diagnostics', lambda k: k not in CHOICES)):
             if choices and (ks := [k for k in choices[0] if keep(k)]):
                 results[name][key] = {k: [c[k] for c in choices] for k in ks}
     results_sweep, sweep_std = {}, {}
     for name in (n for n in SWEEP_SPACES if n in names):
         with timed(timings, f'guidance_sweep[{name}]'):
-            sweeps = [guidance_sweep(feats, cfgs, s, space=SWEEP_SPACES[name]) for s in seeds]
+            sweeps = [guidance_sweep(feats[s], scfg[s], s, space=SWEEP_SPACES[name]) for s in seeds]
         stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
         results_sweep[name] = {g: st[0] for g, st in stats.items()}
         sweep_std[name] = {g: st[1] for g, st in stats.items()}
@@ -409,8 +450,8 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         per_seed, t0 = [], time.perf_counter()
         for s in progress(seeds, desc='metadiff episodes'):
             set_seed(s); tm = {}
-            per_seed.append(metadiff_few_shot(feats, cfgs, seed=s, cfg=cfgs['metadiff'].replace(seed=s), timings=tm))
-            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(feats, cfgs, s)
+            per_seed.append(metadiff_few_shot(feats[s], scfg[s], seed=s, cfg=cfgs['metadiff'].replace(seed=s), timings=tm))
+            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(feats[s], scfg[s], s)
             for k, v in tm.items():
                 if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
                 else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
@@ -418,10 +459,12 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         timings['few_shot_episodes'] = time.perf_counter() - t0
     res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
-           'calibration': calibration(results, chance(test_tb).mean().item()),
-           'n_tasks': {k: len(v.questions) for k, v in feats.splits.items()},
+           'calibration': calibration(results, chance(feats[seeds[0]].tasks('meta_test')).mean().item()),
+           'n_tasks': {k: len(v.questions) for k, v in feats[seeds[0]].splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
-           'seed_scope': 'seeds vary method training; the dataset and the frozen CLIP are fixed by their configs',
+           'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
+                          'fixed by its config' if cfgs['clip'].model == 'tiny' else
+                          'seeds vary method training; the dataset and the pretrained CLIP are fixed'),
            'versions': versions()}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out/'results.json', res)
@@ -493,3 +536,108 @@ def plot_results(res:dict):
     if any(r.get('n_shot') for r in res['methods'].values()): plot_n_shot(res, fig.add_subplot(gs[1, 1]))
     if any('diagnostics' in r for r in res['methods'].values()): plot_task_classification(res, fig.add_subplot(gs[1, 2]))
     fig.tight_layout(); return fig
+
+# %% ../nbs/12_evaluation.ipynb #54c74eee
+def compare_results(mine:dict, ours:dict, abs_tol:float=0.02, k:float=2.0) -> dict:
+    """Row-by-row agreement of two results dicts (`load_results`): {'rows': [{'method', 'metric', 'mine', 'ours',
+    'diff', 'tol', 'ok'}], 'differ': [rows that do not agree], 'missing': [rows in one only], 'notes': [...]}."""
+    if abs_tol < 0 or k < 0: raise ConfigError(f"compare_results: abs_tol={abs_tol} and k={k} must be >= 0")
+    rows, missing = [], sorted(set(mine['methods']) ^ set(ours['methods']))
+    for m in (m for m in ours['methods'] if m in mine['methods']):
+        a, b = mine['methods'][m], ours['methods'][m]
+        for metric in ('zero_shot_acc', 'few_shot_acc'):
+            if a.get(metric) is None or b.get(metric) is None: continue
+            sd = max(a.get(f'{metric}_std') or 0., b.get(f'{metric}_std') or 0.)
+            tol = max(abs_tol, k * sd); d = a[metric] - b[metric]
+            rows.append({'method': m, 'metric': metric, 'mine': a[metric], 'ours': b[metric], 'diff': d, 'tol': tol,
+                         'ok': abs(d) <= tol})
+    notes = []
+    for key in ('dataset', 'config', 'seeds'):
+        if mine.get(key) != ours.get(key): notes.append(f"{key}: {mine.get(key)} here, {ours.get(key)} in the reference")
+    for lib in ('torch', 'open_clip', 'hyperclip_nb'):
+        va, vb = mine.get('versions', {}).get(lib), ours.get('versions', {}).get(lib)
+        if va != vb: notes.append(f"{lib} {va} here, {vb} in the reference")
+    if (ca := mine.get('configs')) and (cb := ours.get('configs')):
+        if diff := sorted(s for s in set(ca) | set(cb) if ca.get(s) != cb.get(s)): notes.append(f"stage configs differ: {diff}")
+    return {'rows': rows, 'differ': [f"{r['method']}.{r['metric']}" for r in rows if not r['ok']], 'missing': missing,
+            'notes': notes, 'abs_tol': abs_tol, 'k': k}
+
+def comparison_markdown(c:dict) -> str:
+    "A `compare_results` report as Markdown: one row per method and metric, the rows that differ marked."
+    lines = [f"Tolerance: {100 * c['abs_tol']:.1f} points, or {c['k']:g} × the larger seed std of the row.", '',
+             '| method | metric | here (%) | reference (%) | difference | tolerance | |', '|---|---|---|---|---|---|---|']
+    lines += [f"| {r['method']} | {r['metric']} | {_pct(r['mine'])} | {_pct(r['ours'])} | {100 * r['diff']:+.2f} | "
+              f"{100 * r['tol']:.2f} | {'ok' if r['ok'] else '**differs**'} |" for r in c['rows']]
+    if c['missing']: lines += ['', f"Rows in only one of the two: {', '.join(c['missing'])}"]
+    if c['notes']: lines += ['', 'The two runs differ in: ' + '; '.join(c['notes'])]
+    lines += ['', f"{len(c['differ'])} of {len(c['rows'])} rows differ" + (f": {', '.join(c['differ'])}" if c['differ'] else '')]
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/12_evaluation.ipynb #65ec2112
+GUIDED = ('hnet_hyperclip', 'hvae_hyperclip', 'hnet_hyperldm', 'hvae_hyperldm')
+ROW_LABELS = {'zero_shot_clip': 'zero-shot CLIP (reference)',
+              'oracle_finetune': "oracle: fine-tuned on each test task's support set (reference)",
+              'uncond_multitask': 'unconditional multitask (Algorithm 2)', 'uncond_mnet_maml': 'unconditional MNet-MAML (Algorithm 3)',
+              'uncond_hnet_maml': 'unconditional HNet-MAML (Algorithm 4)', 'uncond_hvae': 'unconditional HVAE (Algorithm 8)',
+              'cond_multitask': 'conditional multitask (Algorithm 5)', 'cond_multitask_film': 'conditional multitask FiLM (Algorithm 6)',
+              'cond_hnet_maml': 'conditional HNet-MAML (Algorithm 7)', 'hnet_hyperclip': 'HNet + HyperCLIP guidance (Algorithms 9, 11)',
+              'hvae_hyperclip': 'HVAE + HyperCLIP guidance (Algorithms 10, 11)',
+              'hnet_hyperldm': 'HNet + HyperLDM, DDIM 50 steps (Algorithms 12–14)', 'hvae_hyperldm': 'HVAE + HyperLDM, DDIM 50 steps'}
+
+def paper_claim(res:dict) -> dict:
+    """The best guided row against every baseline row (all rows but the guided ones and the oracle): its margin over
+    each, whether that margin exceeds the larger seed std of the two, and the fraction of the gap between the best
+    unconditional row (`uncond_*`) and the oracle that it closes (the paper's claim is at least half)."""
+    M = res['methods']
+    if not (guided := [g for g in GUIDED if g in M]) or 'oracle_finetune' not in M:
+        raise DataError("paper_claim needs the guided rows and oracle_finetune in the results; run reproduce with all methods")
+    best = max(guided, key=lambda g: M[g]['zero_shot_acc']); b = M[best]
+    sd = lambda r: r.get('zero_shot_acc_std') or 0.
+    margins = {m: {'margin': b['zero_shot_acc'] - r['zero_shot_acc'], 'spread': max(sd(b), sd(r)),
+                   'beats': b['zero_shot_acc'] - r['zero_shot_acc'] > max(sd(b), sd(r))}
+               for m, r in M.items() if m not in GUIDED and m != 'oracle_finetune'}
+    unc = max((m for m in M if m.startswith('uncond_')), key=lambda m: M[m]['zero_shot_acc'])
+    gap = M['oracle_finetune']['zero_shot_acc'] - M[unc]['zero_shot_acc']
+    return {'best_guided': best, 'best_guided_acc': b['zero_shot_acc'], 'margins': margins,
+            'beats_every_baseline': all(v['beats'] for v in margins.values()), 'best_uncond': unc,
+            'gap_closed': (b['zero_shot_acc'] - M[unc]['zero_shot_acc']) / gap if gap > 0 else float('nan')}
+
+def _pm(r, key='zero_shot_acc'):
+    return _pct(r.get(key)) + (f" ± {_pct(r[key + '_std'])}" if r.get(key + '_std') is not None else '') if r.get(key) is not None else ''
+
+def readme_results(res:dict) -> str:
+    "The tables of the README's results section, from a results dict: main table, calibration, kinds, the claim, episodes."
+    M, c = res['methods'], res.get('calibration', {})
+    best_zs = max((m for m in M if m != 'oracle_finetune'), key=lambda m: M[m]['zero_shot_acc'])
+    best_fs = max((m for m in M if M[m].get('few_shot_acc') is not None), key=lambda m: M[m]['few_shot_acc'], default=None)
+    seeds = ', '.join(map(str, res['seeds']))
+    lines = [f'| method | zero-shot acc. (%) | few-shot acc. (%) | chosen on validation tasks (seeds {seeds}) |', '|---|---|---|---|']
+    if 'chance' in c: lines.append(f"| chance (mean of 1/answers) | {_pct(c['chance'])} | | |")
+    for m, r in M.items():
+        zs, fs = _pm(r), _pm(r, 'few_shot_acc')
+        if m == best_zs: zs = f'**{zs}**'
+        if m == best_fs: fs = f'**{fs}**'
+        ch = '; '.join(f"{CHOICE_SYMBOLS.get(k, k)} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
+        lines.append(f'| {ROW_LABELS.get(m, m)} | {zs} | {fs} | {ch} |')
+    if c.get('checks'):
+        lines += ['', '| calibration target | met |', '|---|---|'] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in c['checks'].items()]
+    kinds = {m: M[m]['per_kind'] for m in ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask',
+                                          'hnet_hyperldm', 'hnet_hyperclip') if M.get(m, {}).get('per_kind')}
+    if kinds:
+        ks = list(next(iter(kinds.values())))
+        lines += ['', '| kind of question | ' + ' | '.join(kinds) + ' |', '|---|' + '---|' * len(kinds)]
+        lines += [f'| {k} | ' + ' | '.join(_pct(v.get(k)) for v in kinds.values()) + ' |' for k in ks]
+    if all(g in M for g in GUIDED) and 'oracle_finetune' in M:
+        pc = paper_claim(res)
+        lines += ['', f"The paper's claim: the best guided row, {pc['best_guided']} ({_pct(pc['best_guided_acc'])} %), "
+                  f"{'beats' if pc['beats_every_baseline'] else 'does not beat'} every baseline row by more than the seed spread "
+                  f"(it beats {sum(v['beats'] for v in pc['margins'].values())} of {len(pc['margins'])}), and closes "
+                  f"{100 * pc['gap_closed']:.0f} % of the gap between the best unconditional row ({pc['best_uncond']}) and the "
+                  "oracle (the paper's target: at least 50 %)."]
+    few = {m: r for m, r in res.get('few_shot', {}).items() if not m.startswith('_')}
+    if few:
+        ks = [k for k in next(iter(few.values())) if k.endswith('shot')]
+        lines += ['', '| N-way K-shot episodes | ' + ' | '.join(f'{k} (%)' for k in ks) + ' |', '|---|' + '---|' * len(ks)]
+        lines += [f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '') for k in ks) + ' |'
+                  for m, r in few.items()]
+    return '\n'.join(lines) + '\n'
