@@ -7,16 +7,16 @@ milliseconds instead of re-importing torch and open_clip); `python _pipeline_chi
 import os, sys
 import torch
 from hyperclip_nb import meta_shapes as ms
-from hyperclip_nb.clip_features import ClipConfig, ClosedVocabTokenizer, metashapes_features, metashapes_texts
+from hyperclip_nb.clip_features import ClipConfig, ClosedVocabTokenizer, metashapes_features, metashapes2_texts
 
 # Small enough that a whole build takes a few seconds on one core, big enough to train for a few dozen steps.
-DATA = ms.MetaShapesConfig.tiny().replace(max_tasks_per_family=2,
-                                          families=('colour_of_shape', 'count_shape', 'where_shape', 'size_at_pos'))
+DATA = ms.MetaShapesConfig.tiny().replace(n_tasks=12, n_scenes=300,
+                                          families=('colour_of_shape', 'count_shape', 'where_shape', 'size_of_pos'))
 CLIP = ClipConfig.tiny().replace(n_scenes=120, image_steps=12, text_steps=12, batch_size=16)
 
 # Warm open_clip's tokenizer once (its first use costs seconds: loading the BPE tables). Imported by the forkserver,
 # this happens once, and every forked child inherits the warm process instead of paying it again.
-ClosedVocabTokenizer.from_texts(metashapes_texts()[:50], CLIP.context_length)
+ClosedVocabTokenizer.from_texts(metashapes2_texts()[:50], CLIP.context_length)
 
 
 def run(cache: str):

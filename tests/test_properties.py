@@ -218,7 +218,7 @@ def shapes_configs(draw):
     fams = draw(st.lists(st.sampled_from([f.name for f in ms.FAMILIES]), min_size=3, max_size=8, unique=True))
     n_ans = max(len(ms.FAMILY_BY_NAME[f].answers) for f in fams)
     lo = draw(st.integers(1, 3))
-    kw = dict(families=tuple(fams), n_support=n_ans + draw(st.integers(0, 2)), n_query=n_ans + draw(st.integers(0, 1)),
+    kw = dict(world='v1', families=tuple(fams), n_support=n_ans + draw(st.integers(0, 2)), n_query=n_ans + draw(st.integers(0, 1)),
               image_size=16, max_tasks_per_family=draw(st.sampled_from([1, 3, 4])), seed=draw(st.integers(0, 10**6)),
               n_objects=(lo, draw(st.integers(max(lo, 2), 4))), p_hard=draw(st.floats(0, 1)), test_frac=draw(st.floats(0.1, 0.9)))
     return kw
@@ -258,6 +258,46 @@ def test_meta_shapes_builder():
 
     prop()
     assert len(built) >= 4, f'only {len(built)} examples built a dataset; the property tested too little'
+
+
+@st.composite
+def shapes2_configs(draw):
+    fams = draw(st.lists(st.sampled_from([f.name for f in ms.FAMILIES2]), min_size=2, max_size=6, unique=True))
+    return dict(families=tuple(fams), n_tasks=draw(st.integers(2, 24)), n_support=draw(st.integers(2, 30)),
+                n_query=draw(st.integers(2, 12)), sizes=draw(st.sampled_from(['fixed', 'vqa'])), image_size=16,
+                n_scenes=draw(st.integers(50, 600)), min_per_answer=draw(st.integers(2, 6)),
+                n_objects=(draw(st.integers(1, 2)), draw(st.integers(2, 5))), test_frac=draw(st.floats(0.2, 0.5)),
+                seed=draw(st.integers(0, 10**6)))
+
+
+def test_meta_shapes2_builder():
+    "Meta-Shapes 2: a ConfigError before anything is written, or a dataset whose labels are the true answers, split compositionally."
+    built = []
+
+    @SLOW
+    @given(kw=shapes2_configs())
+    def prop(kw):
+        try: cfg = ms.MetaShapesConfig(**kw)
+        except ConfigError: return
+        with tempfile.TemporaryDirectory() as d:
+            try: stats = ms.build_meta_shapes(cfg, Path(d)/'w')
+            except ConfigError as e:
+                assert str(e).startswith('MetaShapesConfig.'), e
+                assert not (Path(d)/'w').exists(), 'a world that cannot be made wrote files'; return
+            ds = ms.load_dataset(Path(d)/'w'); scenes = ms.load_scenes(ds); qi = ms.question_index('v2')
+            assert len(ds.meta_train) + len(ds.meta_test) == cfg.n_tasks and len(ds.meta_test) >= 1
+            assert ms.split_violations(ds.meta_train, ds.meta_test) == []
+            for sp in ds.splits.values():
+                for t in sp:
+                    fam, ref = qi[t.question]
+                    assert fam.name == t.family and fam.name in cfg.families
+                    assert not {i for i, _ in t.support} & {i for i, _ in t.query}
+                    for img, y in t.support + t.query: assert ms.answer(fam, ref, scenes[img]) == t.answers[y]
+            assert stats['images'] == len(ds.image_ids())
+            built.append(cfg.n_tasks)
+
+    prop()
+    assert len(built) >= 3, f'only {len(built)} examples built a dataset; the property tested too little'
 
 
 @FAST
