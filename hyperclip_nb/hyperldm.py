@@ -165,14 +165,15 @@ def plot_samples_beside_finetuned(ldm:HyperLDM, lat:Latents, tb, g:float=1., n_t
 
 # %% ../nbs/10_hyperldm.ipynb #a3f243e4
 def sample_ensemble(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., n:int=16, steps:int|None=50, eta:float=0.,
-                    seed:int=0) -> dict:
+                    seed:int=0, per_task:bool=False) -> dict:
     """Query accuracy on `tb` of `n` seeded samples per task (draw r uses generator seed + r): {'single': mean over the
-    draws, 'ensemble': the mean log-probability of the n samples' adapters, 'latent_mean': G of the mean latent}."""
+    draws, 'ensemble': the mean log-probability of the n samples' adapters, 'latent_mean': G of the mean latent}.
+    Means over tasks, or with `per_task` each task's accuracy [B]."""
     if n < 1: raise ConfigError(f"sample_ensemble: n={n}; draw at least one sample")
     with torch.no_grad():
         zs = [ldm.sample(tb.question, g, steps, seed + r, eta) for r in range(n)]
         logits = [adapter_logits(G(z), tb.xq, tb.prompts, tb.answer_mask) for z in zs]        # n x [B, N, A]
-        single = float(np.mean([logits_accuracy(l, tb.yq).mean().item() for l in logits]))
-        ens = logits_accuracy(sum(l.log_softmax(-1) for l in logits) / n, tb.yq).mean().item()
-        mean_z = query_accuracy(G(torch.stack(zs).mean(0)), tb).mean().item()
-    return {'single': single, 'ensemble': ens, 'latent_mean': mean_z}
+        out = {'single': torch.stack([logits_accuracy(l, tb.yq) for l in logits]).mean(0),
+               'ensemble': logits_accuracy(sum(l.log_softmax(-1) for l in logits) / n, tb.yq),
+               'latent_mean': query_accuracy(G(torch.stack(zs).mean(0)), tb)}
+    return out if per_task else {k: v.mean().item() for k, v in out.items()}
