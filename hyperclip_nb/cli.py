@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
     r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
     r.add_argument('--no-episodes', action='store_true', help='skip the N-way K-shot section (MetaDiff and its baselines)')
+    r.add_argument('--stage-preset', action='append', default=[], metavar='STAGE=PRESET',
+                   help="take one stage's config from another preset, e.g. --stage-preset hyperldm=paper (repeatable)")
     c = sub.add_parser('compare', help='compare a results.json with a reference one, row by row, within tolerances')
     c.add_argument('results', help='the results.json of your run')
     c.add_argument('--against', default=REFERENCE_RESULTS, help=f'the reference results.json (default {REFERENCE_RESULTS}, ours)')
@@ -98,9 +100,14 @@ def cmd_reproduce(args) -> int:
     out = args.out or f'runs/{args.dataset}-{args.config}'
     methods = [m.strip() for m in args.methods.split(',') if m.strip()] if args.methods is not None else None
     if methods == []: raise UsageError("--methods is empty; give names such as zero_shot_clip,oracle_finetune")
+    overrides = {}
+    for sp in args.stage_preset:
+        stage, eq, preset = sp.partition('=')
+        if not (eq and stage.strip() and preset.strip()): raise UsageError(f"--stage-preset {sp!r}: write STAGE=PRESET, e.g. hyperldm=paper")
+        overrides[stage.strip()] = preset.strip()
     res = reproduce(args.dataset, args.config, args.seeds, out, data_root=args.data_root, clip=args.clip,
                     clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot,
-                    episodes=not args.no_episodes)
+                    episodes=not args.no_episodes, overrides=overrides)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 

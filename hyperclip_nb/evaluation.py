@@ -39,8 +39,10 @@ __all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'CALIBRATION', 'CHO
 # %% ../nbs/12_evaluation.ipynb #4268486a
 DATASETS = ('metashapes', 'metavqa')
 
-def stage_configs(preset:str, dataset:str='metashapes') -> dict:
-    "Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP)."
+def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None) -> dict:
+    """Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP).
+    `overrides` {stage: preset} takes some stages from another preset, e.g. {'hyperldm': 'paper'} runs the paper's
+    HyperLDM on the default world."""
     if preset not in PRESETS: raise ConfigError(f"unknown config {preset!r}; choose one of {list(PRESETS)}")
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     cfgs = {'data': get_preset(ms.MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
@@ -52,6 +54,9 @@ def stage_configs(preset:str, dataset:str='metashapes') -> dict:
             'metadiff': get_preset(MetaDiffConfig, preset), 'bridge': get_preset(BridgeConfig, preset)}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
+    for stage, p in (overrides or {}).items():
+        if stage not in cfgs: raise ConfigError(f"unknown stage {stage!r} in the overrides; choose from {list(cfgs)}")
+        cfgs[stage] = get_preset(type(cfgs[stage]), p)
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
     return cfgs
 
@@ -279,9 +284,10 @@ CHOICE_SYMBOLS = {'gamma': 'γ', 'eta': 'η', 'guide_steps': 'S'}
 
 def results_markdown(res:dict) -> str:
     "The paper-style table of a results dict, as Markdown."
-    lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config)", '',
+    ov = ', '.join(f'{k} = {v}' for k, v in res.get('overrides', {}).items())
+    lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config{'; ' + ov if ov else ''})", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
-             "accuracy averaged over meta-test tasks. " + res.get('seed_scope', '').capitalize() + '.', '',
+             "accuracy averaged over meta-test tasks. " + (lambda t: t[:1].upper() + t[1:])(res.get('seed_scope', '')) + '.', '',
              'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
              'Choice: the guidance scale γ and the DDIM-50 noise η (HyperLDM), or the number of guidance steps S '
              '(HyperCLIP), chosen per seed on validation tasks.', '',
@@ -405,13 +411,14 @@ def check_out_dir(out:str|Path) -> Path:
 
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
               data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
-              n_shot:bool=True, episodes:bool=True) -> dict:
+              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None) -> dict:
     """Run every stage and method; write `out/results.json` and `out/results.md` (and the figures); return the results
-    dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'."""
+    dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'.
+    `overrides` {stage: preset}: stages taken from another preset (`stage_configs`), recorded in results.json."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds: raise ConfigError("--seeds must be >= 1")
     out = check_out_dir(out)
-    cfgs = stage_configs(preset, dataset)
+    cfgs = stage_configs(preset, dataset, overrides)
     if clip: cfgs['clip'] = ClipConfig(model=clip, pretrained='' if clip == 'tiny' else clip_pretrained)
     names = methods or list(METHODS)
     if unknown := [m for m in names if m not in METHODS]:
@@ -457,7 +464,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
                 else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
         few = summarize_episodes(per_seed) | {'_episodes_per_k': few.get('_episodes', {})}
         timings['few_shot_episodes'] = time.perf_counter() - t0
-    res = {'dataset': dataset, 'config': preset, 'seeds': seeds, 'methods': results, 'timings_s': timings,
+    res = {'dataset': dataset, 'config': preset, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
            'calibration': calibration(results, chance(feats[seeds[0]].tasks('meta_test')).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in feats[seeds[0]].splits.items()},
