@@ -10,46 +10,21 @@ import numpy as np
 import torch
 from torch.func import grad, grad_and_value, vmap
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0
-__all__ = ['meta_batches', 'MultitaskConfig', 'check_finite', 'clipped_step', 'validation_split', 'meta_train',
-           'fit_uncond_multitask', 'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps',
-           'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop', 'synthetic_tasks', 'check_inner_steps', 'MamlConfig',
-           'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'CondMultitaskConfig', 'fit_cond_multitask',
-           'eval_hypernet', 'film_weights', 'FilmConfig', 'FilmModel', 'fit_cond_multitask_film']
+__all__ = ['meta_batches', 'check_finite', 'clipped_step', 'validation_split', 'meta_train', 'fit_uncond_multitask',
+           'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad',
+           'maml_meta_grad_loop', 'synthetic_tasks', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator',
+           'fit_cond_multitask', 'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
     "One epoch of task indices: a seeded permutation cut into batches (the last one may be smaller)."
     perm = torch.randperm(n_tasks, generator=generator)
     return list(perm.split(batch_size))
-
-# %% ../nbs/05_baselines.ipynb #704063ab
-@dataclass
-class MultitaskConfig(ConfigBase):
-    "Unconditional multitask training (Algorithm 2)."
-    hidden: int = 64           # adapter width h (must match AdapterConfig.hidden for comparisons)
-    epochs: int = 300          # meta-epochs over the meta-train tasks
-    meta_batch: int = 32
-    lr: float = 1e-3           # Adam [release]
-    max_norm: float = 10.0     # gradient clipping before the step [paper]
-    log_every: int = 10        # epochs between validation-free training-accuracy logs
-    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
-    val_every: int = 5         # epochs between validation scores
-    seed: int = 0
-    def validate(self):
-        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
-        self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'max_norm', 'log_every')
-    @classmethod
-    def tiny(cls): return cls(hidden=16, epochs=60, lr=1e-2, log_every=10)
-    @classmethod
-    def paper(cls): return cls(hidden=256, epochs=1000)
-    @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
 
 # %% ../nbs/05_baselines.ipynb #44badc67
 def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the learning rate'):
@@ -202,41 +177,6 @@ def synthetic_tasks(B=5, S=7, Q=6, d=8, A=3, dtype=torch.float64, seed=0) -> Tas
     return TaskBatch(r(B, S, d), ys, r(B, Q, d), yq, r(B, A, d), mask, r(B, d), list('abcde')[:B], [None] * B)
 
 # %% ../nbs/05_baselines.ipynb #a8b2b3d6
-def check_inner_steps(cfg:ConfigBase):
-    "Refuse a config whose `inner_steps` is not an inclusive range (a, b) of integers with 0 <= a <= b."
-    a, b = cfg.inner_steps if len(cfg.inner_steps) == 2 else (None, None)
-    if a is None or not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b):
-        cfg._fail('inner_steps', 'must be an inclusive range (a, b) of integers with 0 <= a <= b')
-
-@dataclass
-class MamlConfig(ConfigBase):
-    "Unconditional MNet-MAML (Algorithm 3)."
-    hidden: int = 64               # adapter width h
-    epochs: int = 60               # meta-epochs over the meta-train tasks
-    meta_batch: int = 32
-    lr: float = 1e-3               # outer Adam [release]
-    inner_lr: float = 0.1          # inner SGD [release]
-    inner_steps: tuple = (10, 10)  # inclusive range of inner steps, drawn per adaptation [paper: ranges; values NR]
-    second_order: bool = False     # differentiate through the inner loop
-    roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
-    max_norm: float = 10.0         # clip of every gradient, before the step [paper]
-    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
-    val_every: int = 5             # epochs between validation scores
-    seed: int = 0
-    def validate(self):
-        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
-        self.check_positive('hidden', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm')
-        check_inner_steps(self)
-        self.check_choice('roles', ['support_query', 'query_support'])
-    @classmethod
-    def tiny(cls): return cls(hidden=16, epochs=6, inner_steps=(1, 3), lr=1e-2)
-    @classmethod
-    def paper(cls): return cls(hidden=256, epochs=1000)
-    @classmethod
-    def default(cls): return cls(epochs=20)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
-
 def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
     "Meta-learn the adapter initialization θ [D] with MAML over the meta-train tasks; returns (θ, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
@@ -286,30 +226,6 @@ def weight_generator(n_in:int, n_out:int, width:int=128, depth:int=3) -> torch.n
         if isinstance(m, torch.nn.Linear): torch.nn.init.zeros_(m.bias)
     return torch.nn.Sequential(*layers, out)
 
-@dataclass
-class CondMultitaskConfig(ConfigBase):
-    "Conditional multitask training (Algorithm 5): a hypernetwork from the question embedding to the adapter weights."
-    hidden: int = 64           # adapter width h
-    width: int = 128           # hypernetwork width [release]
-    epochs: int = 300
-    meta_batch: int = 32
-    lr: float = 1e-3           # Adam [release]
-    max_norm: float = 10.0     # gradient clipping before the step [paper]
-    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
-    val_every: int = 5         # epochs between validation scores
-    seed: int = 0
-    def validate(self):
-        self.check_range('val_frac', 0, 1, hi_open=True); self.check_positive('val_every')
-        self.check_positive('hidden', 'width', 'epochs', 'meta_batch', 'lr', 'max_norm')
-    @classmethod
-    def tiny(cls): return cls(hidden=16, width=32, epochs=30, lr=1e-2)
-    @classmethod
-    def paper(cls): return cls(hidden=256, epochs=1000)
-    @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
-
 def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
     "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (H, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
@@ -335,10 +251,6 @@ def film_weights(theta:torch.Tensor,  # [D] the shared adapter
     s = 1 + gamma
     B = len(film)
     return flatten(s[:, :, None] * W1, W2.expand(B, -1, -1), s * b1 + beta, b2.expand(B, -1))
-
-@dataclass
-class FilmConfig(CondMultitaskConfig):
-    "Conditional multitask FiLM (Algorithm 6, our design): the fields and presets of Algorithm 5; `width` is the FiLM net's."
 
 class FilmModel(torch.nn.Module):
     "θ (a shared adapter, N(0, 1) init) and the FiLM net F_ψ: d → width (ReLU) → 2h, last layer zero."

@@ -9,52 +9,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter, n_shot_batch
 from .baselines import check_finite, clipped_step
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q_sample, ddim_sample
 from .hyperldm import standardize, clip_range, hyperldm_zero_shot
+from .metadiff import EpisodeSampler, episode_tasks, _ci95
 
 # %% auto #0
-__all__ = ['BridgeConfig', 'support_grad', 'BridgeDenoiser', 'support_draw', 'compact_support', 'drop_conditions', 'Bridge',
-           'bridge_loss', 'fit_bridge', 'combine_eps', 'bridge_eps', 'cached_bridge', 'bridge_n_shot',
+__all__ = ['support_grad', 'BridgeDenoiser', 'support_draw', 'compact_support', 'drop_conditions', 'Bridge', 'bridge_loss',
+           'fit_bridge', 'combine_eps', 'bridge_eps', 'cached_bridge', 'bridge_few_shot', 'bridge_n_shot',
            'plot_bridge_n_shot']
-
-# %% ../nbs/11a_bridge.ipynb #bb000007
-@dataclass
-class BridgeConfig(ConfigBase):
-    "The bridge variant [ours]: diffusion over standardized HNet latents conditioned on q and the support-loss gradient g."
-    schedule: str = 'scaled_linear'   # as HyperLDM's default (METHOD.md section 7)
-    T: int = 350                      # diffusion steps [paper's HyperLDM]
-    width: int = 128                  # MLP width [HyperLDM release]
-    depth: int = 2                    # hidden Linear-LayerNorm-ReLU blocks [HyperLDM release]
-    temb: int = 100                   # timestep embedding size [HyperLDM release]
-    gate_hidden: int = 64             # hidden width of the gate s(t) = sigmoid(M2 relu(M1 e(t)))
-    steps: int = 4000                 # optimizer steps
-    batch: int = 64
-    lr: float = 1e-3                  # Adam
-    max_norm: float = 10.0            # gradient clip before the step [paper]
-    k_max: int = 5                    # training supports: K ~ U{1..k_max} pairs per answer
-    p_drop_q: float = 0.2             # P(q -> null) in training
-    p_drop_g: float = 0.2             # P(g -> null) in training, independent of q
-    sample_steps: int = 50            # DDIM steps at sampling
-    eta: float = 0.0                  # DDIM noise (0: deterministic)
-    gamma_q: float = 1.0              # guidance scale of the question
-    gamma_g: float = 1.0              # guidance scale of the support gradient
-    seed: int = 0
-    def validate(self):
-        self.check_choice('schedule', list(SCHEDULES))
-        self.check_positive('T', 'width', 'depth', 'temb', 'gate_hidden', 'steps', 'batch', 'lr', 'max_norm', 'k_max',
-                            'sample_steps')
-        if self.temb % 2: self._fail('temb', "must be even (cos and sin halves)")
-        if self.sample_steps > self.T: self._fail('sample_steps', f"must be <= T={self.T}")
-        self.check_range('p_drop_q', 0, 1, hi_open=True); self.check_range('p_drop_g', 0, 1, hi_open=True)
-        self.check_nonneg('eta', 'gamma_q', 'gamma_g')
-    @classmethod
-    def tiny(cls): return cls(T=50, width=32, temb=16, gate_hidden=16, steps=150, batch=32, k_max=3, sample_steps=5)
-    @classmethod
-    def paper(cls): return cls(steps=1000 * 300, batch=32, lr=2.5e-4)
 
 # %% ../nbs/11a_bridge.ipynb #bb000010
 def support_grad(G:torch.nn.Module,     # frozen generator: latents [B, k] -> adapter weights [B, D]
@@ -212,16 +179,31 @@ def cached_bridge(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig,
     return (Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, x0_max),
             art.json('history.json'))
 
+# %% ../nbs/11a_bridge.ipynb #e18b4dc3
+def bridge_few_shot(bridge:Bridge, feats:Features, mcfg:MetaDiffConfig, cfg:BridgeConfig, seed:int=0) -> dict:
+    """{'bridge': {'{K}shot': accuracy, '{K}shot_ci95': ...}} of the bridge on exactly the N-way K-shot meta-test
+    episodes of `metadiff_few_shot` (same sampler and seeds, from `mcfg`): one latent per episode, sampled from the
+    question and the episode's support gradient, decoded by the HNet's generator, scored on the episode's classes."""
+    res = {}
+    for K in mcfg.shots:
+        tb = episode_tasks(EpisodeSampler(feats, 'meta_test', K, mcfg.ways, mcfg.queries).test_episodes(
+            mcfg.test_episodes, generator=seed * 1000 + K))
+        z = bridge.sample(tb.question, tb, cfg.gamma_q, cfg.gamma_g, cfg.sample_steps, cfg.eta, generator=seed)
+        with torch.no_grad(): acc = query_accuracy(bridge.G(z), tb)
+        res[f'{K}shot'], res[f'{K}shot_ci95'] = float(acc.mean()), _ci95(acc)
+    return {'bridge': res}
+
 # %% ../nbs/11a_bridge.ipynb #bb000026
 def bridge_n_shot(feats:Features, cfgs:dict, seed:int=0, n_max:int|None=None, redraws:int|None=None,
                   timings:dict|None=None) -> dict:
     """{'bridge': {n: acc}, 'hyperldm_finetune': {n: acc}, 'bridge_finetune': {n: acc}, ...}: mean query accuracy on
     the meta-test tasks of the n-shot protocol, n = 0..n_max (0: zero-shot), averaged over `redraws` draws of the
-    support (the same draws for every method). `cfgs`: `evaluation.stage_configs(preset)` (which holds 'bridge', a
-    BridgeConfig); n_max and redraws default to cfgs['adapter']. Every stage is reseeded with `seed`."""
+    support (the same draws for every method). `cfgs`: `configs.stage_configs(preset)` (which holds 'bridge', a
+    BridgeConfig); n_max and redraws default to cfgs['adapter']. Every stage is seeded with `seed` (`seed_configs`)."""
     if 'bridge' not in cfgs: raise ConfigError("cfgs lacks 'bridge': add cfgs['bridge'] = BridgeConfig.default() (or another preset)")
     timings = {} if timings is None else timings
-    hnet_cfg, pre_cfg, ldm_cfg, cfg = (cfgs[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hyperldm', 'bridge'))
+    cfgs = seed_configs(cfgs, seed)                     # one seed's configs, the tiny CLIP's included
+    hnet_cfg, pre_cfg, ldm_cfg, cfg = (cfgs[k] for k in ('hnet', 'precompute', 'hyperldm', 'bridge'))
     sources = {'data': cfgs['data'], 'clip': cfgs['clip']}
     n_max = n_max or cfgs['adapter'].n_shot_max; redraws = redraws or cfgs['adapter'].n_shot_redraws
     with timed(timings, 'hyperldm'): z_ldm, G = hyperldm_zero_shot(feats, hnet_cfg, pre_cfg, ldm_cfg, sources, g=1.0, seed=seed)

@@ -90,7 +90,8 @@ def cmd_data(args) -> int:
 
 def cmd_reproduce(args) -> int:
     "Run `reproduce` and print the results table."
-    from hyperclip_nb.evaluation import reproduce, results_markdown
+    from hyperclip_nb.reproduce import reproduce
+    from hyperclip_nb.report import results_markdown
     if args.dataset == 'metavqa' and not args.data_root:
         raise UsageError("--dataset metavqa needs --data-root DIR (the Meta-VQA split files, prompt_meta.json and COCO images)")
     if args.dataset == 'metavqa' and not args.clip:
@@ -113,7 +114,7 @@ def cmd_reproduce(args) -> int:
 
 def cmd_compare(args) -> int:
     "Print `compare_results` of two results files; exit 1 when a row differs beyond the tolerance."
-    from hyperclip_nb.evaluation import load_results, compare_results, comparison_markdown
+    from hyperclip_nb.report import load_results, compare_results, comparison_markdown
     c = compare_results(load_results(args.results), load_results(args.against), args.abs_tol / 100, args.k)
     print(comparison_markdown(c))
     return 1 if c['differ'] else 0

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
+from .configs import *
 from .clip_features import TaskBatch, Features
 
 # %% auto #0
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
            'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
            'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
-           'AdapterConfig', 'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch',
-           'n_shot_curve']
+           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -126,24 +126,6 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
     with torch.no_grad(): return query_accuracy(decode(finetune(p0, tb, steps, lr, 'sgd', decode=decode)), tb)
 
 # %% ../nbs/04_clip_adapter.ipynb #a6779316
-@dataclass
-class AdapterConfig(ConfigBase):
-    "The adapter's width and the oracle's fine-tuning recipe."
-    hidden: int = 64               # h
-    oracle_steps: int = 300        # fine-tuning steps on each task's support set (chosen on meta-train tasks)
-    oracle_lr: float = 1e-2
-    oracle_optimizer: str = 'adam' # our choice for the reference; METHOD's few-shot protocol is SGD 0.1 x 10
-    n_shot_max: int = 5            # N_max of the n-shot curves [METHOD section 8, ours]
-    n_shot_redraws: int = 5        # R, redraws of the n support pairs per answer
-    seed: int = 0
-    def validate(self):
-        self.check_positive('hidden', 'oracle_steps', 'oracle_lr', 'n_shot_max', 'n_shot_redraws')
-        self.check_choice('oracle_optimizer', ['sgd', 'adam'])
-    @classmethod
-    def tiny(cls): return cls(hidden=16, oracle_steps=30, n_shot_max=2, n_shot_redraws=2)
-    @classmethod
-    def paper(cls): return cls(hidden=256, oracle_steps=10, oracle_lr=0.1, oracle_optimizer='sgd')
-
 def zero_shot_clip(tb:TaskBatch) -> torch.Tensor:
     "Query accuracy [B] of zero-shot CLIP (the identity adapter)."
     d = tb.d

@@ -4,6 +4,8 @@
 
 # %% ../nbs/03_clip_features.ipynb #278cbbad
 from __future__ import annotations
+# Over 300 lines for a reason: every source of features in one format: the tiny CLIP's two recipes (v1 statements, v2 captions)
+# with their training stages, the pretrained open_clip loader, and the extraction into `Features`.
 import json, math, random, time, itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,71 +13,18 @@ import numpy as np
 import torch, torch.nn.functional as F
 from PIL import Image
 from .core import *
+from .configs import *
 from .tasks import Task, TaskSplit, MetaDataset
 from . import meta_shapes as ms
 
 # %% auto #0
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'N_COUNT_HEADS', 'ClipConfig', 'to_uint8', 'normalize_images',
-           'build_tiny_clip', 'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots',
-           'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
-           'clip_loss', 'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower',
-           'train_tiny_clip', 'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower',
-           'tune_text_on_captions', 'Bundle', 'clip_key', 'load_pretrained_clip', 'load_clip',
-           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
-           'extract_features', 'metashapes_features']
-
-# %% ../nbs/03_clip_features.ipynb #6e4a6168
-@dataclass
-class ClipConfig(ConfigBase):
-    "Which CLIP gives the features: the tiny one trained here, or a pretrained open_clip model."
-    model: str = 'tiny'            # 'tiny' or an open_clip model name such as 'ViT-L-14-336'
-    pretrained: str = ''           # open_clip pretrained tag ('openai') or a local checkpoint path; '' for tiny
-    recipe: str = 'captions'       # tiny only. 'captions': Meta-Shapes 2, text tower on captions alone; 'statements': the v1 recipe
-    embed_dim: int = 64            # d: the joint embedding width (tiny only)
-    image_size: int = 60           # input side R (tiny only; pretrained models use their own)
-    patch_size: int = 20           # 20 on 60 px: a 3x3 grid of patches, one per cell of the scene (v1: 24 on 48 px, one per quadrant)
-    vision_width: int = 96
-    vision_layers: int = 2
-    text_width: int = 64
-    text_layers: int = 2
-    heads: int = 4
-    context_length: int = 48       # tokens; longer captions are cut
-    image_steps: int = 1500        # stage 1: supervised pretraining of the image tower
-    text_steps: int = 1000         # stage 2: contrastive tuning of the text tower, image tower locked
-    count_weight: float = 0.3      # weight of the count heads beside the per-cell (v1: conjunction) heads in stage 1
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    n_scenes: int = 12000          # pretraining scenes, rendered once; 10 % are held out to score stage 1
-    p_caption: float = 0.3         # 'statements' only: share of captions among training texts; the rest are statements
-    hard_negatives: bool = True    # 'statements' only: add, for every statement, the same statement with a wrong answer
-    statement_form: str = 'template'  # 'statements' only. 'template': "the square is red" (the prompts' form); 'question': "what colour is the square? red"
-    seed: int = 0
-
-    def validate(self):
-        self.check_positive('embed_dim', 'image_size', 'patch_size', 'vision_width', 'vision_layers', 'text_width',
-                            'text_layers', 'heads', 'context_length', 'image_steps', 'text_steps', 'batch_size', 'lr',
-                            'n_scenes')
-        self.check_choice('recipe', ['captions', 'statements']); self.check_nonneg('weight_decay', 'count_weight'); self.check_choice('statement_form', ['template', 'question']); self.check_range('p_caption', 0, 1)
-        if self.model == 'tiny':
-            if self.image_size % self.patch_size: self._fail('image_size', f'must be a multiple of patch_size={self.patch_size}')
-            for w in ('vision_width', 'text_width'):
-                if getattr(self, w) % self.heads: self._fail(w, f'must be a multiple of heads={self.heads}')
-            if self.n_scenes < 20: self._fail('n_scenes', 'must be >= 20 (10 % are held out)')
-        elif not self.pretrained:
-            self._fail('pretrained', f"model {self.model!r} needs a pretrained tag (e.g. 'openai') or a checkpoint path")
-
-    @classmethod
-    def tiny(cls): return cls(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=2,
-                              text_width=32, text_layers=1, image_steps=40, text_steps=40, batch_size=64, n_scenes=600)
-    @classmethod
-    def default(cls): return cls()
-    @classmethod
-    def paper(cls): return cls(model='ViT-L-14-336', pretrained='openai')
-    @classmethod
-    def v1(cls):   # the 0.2.0 tiny CLIP: statements in the prompts' form, 2x2 patches on 48 px
-        return cls(recipe='statements', image_size=48, patch_size=24, vision_width=128, vision_layers=3, context_length=40,
-                   image_steps=2000, text_steps=2000)
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'N_COUNT_HEADS', 'to_uint8', 'normalize_images', 'build_tiny_clip',
+           'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots', 'n_conjunctions',
+           'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say', 'clip_loss',
+           'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower', 'train_tiny_clip',
+           'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower', 'tune_text_on_captions',
+           'Bundle', 'clip_key', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts',
+           'encode_images', 'SplitIndex', 'TaskBatch', 'Features', 'extract_features', 'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #401ba05d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -638,8 +587,8 @@ def _build_features(bundle:Bundle, out:Path):
 
 def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipConfig|None=None) -> Features:
     "Features of a Meta-Shapes world under the tiny CLIP (tiny configs under test, default otherwise)."
-    data_cfg = data_cfg or (ms.MetaShapesConfig.tiny() if IN_TEST else ms.MetaShapesConfig.default())
-    clip_cfg = clip_cfg or (ClipConfig.tiny() if IN_TEST else ClipConfig.v1() if data_cfg.world == 'v1' else ClipConfig.default())
+    data_cfg = data_cfg or ms.MetaShapesConfig.default()
+    clip_cfg = clip_cfg or (ClipConfig.v1() if data_cfg.world == 'v1' else ClipConfig.default())
     if clip_cfg.model != 'tiny': raise ConfigError("metashapes_features uses the tiny CLIP; ClipConfig.model must be 'tiny'")
     art = load_or_build('features', Bundle.of(data=data_cfg, clip=clip_cfg), _build_features)
     return Features.load(art.path)

@@ -12,9 +12,10 @@ from .core import *
 from . import meta_shapes as ms
 from .clip_features import metashapes_features, load_clip, encode_texts, to_uint8, normalize_images
 from .clip_adapter import adapter_logits, identity_adapter
-from .hyperclip import HyperClip, cached_hyperclip, space_generator, guide
+from .hvae import space_generator
+from .hyperclip import HyperClip, cached_hyperclip, guide
 from .hyperldm import HyperLDM, cached_hyperldm
-from .evaluation import stage_configs
+from .configs import stage_configs
 
 # %% auto #0
 __all__ = ['METHODS', 'DemoInputError', 'normalize_question', 'known_questions', 'find_family', 'UnknownWordsError',
@@ -76,9 +77,8 @@ class DemoState:
     seen: dict               # question -> 'meta_train' | 'meta_test' for the tasks of the world the models were fit on
 
     @classmethod
-    def load(cls, preset:str|None=None) -> 'DemoState':
-        "Load (or build, through the cache) everything for `preset`: 'tiny' under test, 'default' otherwise."
-        preset = preset or ('tiny' if IN_TEST else 'default')
+    def load(cls, preset:str='default') -> 'DemoState':
+        "Load (or build, through the cache) everything for `preset` ('tiny', 'default', ...); kept in memory per preset and cache."
         key = (preset, str(cache_dir()))
         if key in _STATES: return _STATES[key]
         cfgs = stage_configs(preset)

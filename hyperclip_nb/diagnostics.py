@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from .core import *
 from .clip_adapter import query_accuracy, finetune
-from .hypernet import Latents, cached_hnet
-from .hyperclip import space_generator
-from .hyperldm import cached_hyperldm, sample_ensemble
-from .evaluation import (METHODS, stage_configs, seed_configs, dataset_features, task_kinds, per_kind,
-                                     _sources)
+from .configs import *
+from .hypernet import Latents
+from .hyperldm import sample_ensemble
+from .pipeline import Run
+from .evaluation import METHODS, task_kinds, per_kind
 
 # %% auto #0
 __all__ = ['REFERENCE_ROWS', 'regress_latents', 'shortfall', 'shortfall_table', 'shortfall_report', 'shortfall_markdown',
@@ -42,21 +42,20 @@ def _acc(out, tb) -> torch.Tensor:
     "Per-task query accuracy [B] of what a `METHODS` entry returns (a reference row already is one)."
     return out if isinstance(out, torch.Tensor) else query_accuracy(out.weights(), tb)
 
-def shortfall(feats, cfgs:dict, seed:int=0, space:str='hnet', rows=REFERENCE_ROWS, n_samples:int=16,
+def shortfall(run:Run, space:str='hnet', rows=REFERENCE_ROWS, n_samples:int=16,
               regressor_steps:int=4000, adam_steps:int=0, adam_lr:float=1e-2) -> dict:
-    """The diagnostic rows of one seed on the meta-test tasks: {'acc': {row: per-task accuracy [B]}, 'kinds': the kind of
+    """The diagnostic rows of one `Run` (one seed) on the meta-test tasks: {'acc': {row: per-task accuracy [B]}, 'kinds': the kind of
     each task (None on Meta-VQA), 'info': the row's γ and η and the regressor's training loss}. `rows`: rows of
     `METHODS` to set beside them; `adam_steps` > 0 adds the latent ceiling fine-tuned that long with Adam."""
     if f'{space}_hyperldm' not in METHODS: raise ConfigError(f"space {space!r}: choose 'hnet' or 'hvae'")
     if unknown := [r for r in rows if r not in METHODS]: raise ConfigError(f"shortfall: unknown rows {unknown}; choose from {list(METHODS)}")
     if n_samples < 1: raise ConfigError(f"shortfall: n_samples={n_samples}; draw at least one sample")
-    scfg = seed_configs(cfgs, seed); tb = feats.tasks('meta_test')
-    hnet_cfg, pre, hv = (scfg[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hvae'))
-    G, lat = space_generator(feats, hnet_cfg, pre, _sources(scfg), space, hv)
-    acc = {r: _acc(METHODS[r](feats, scfg, seed), tb) for r in rows}
+    tb, seed = run.tasks('meta_test'), run.seed
+    G, lat = run.generator(space), run.latents(space)
+    acc = {r: _acc(METHODS[r](run), tb) for r in rows}
     with torch.no_grad():
         if space == 'hnet':
-            z0 = cached_hnet(feats, hnet_cfg, _sources(scfg))[0].z0.detach()
+            z0 = run.hnet().z0.detach()
             acc['G(z0)'] = query_accuracy(G(z0.expand(len(tb), -1)), tb)
         acc['latent ceiling'] = query_accuracy(G(lat.oracle_meta_test), tb)
     if adam_steps:
@@ -64,12 +63,11 @@ def shortfall(feats, cfgs:dict, seed:int=0, space:str='hnet', rows=REFERENCE_ROW
         with torch.no_grad(): acc[f'latent ceiling, Adam {adam_steps}'] = query_accuracy(G(z), tb)
     predict, loss = regress_latents(lat, seed, regressor_steps)
     with torch.no_grad(): acc['q -> latent regressor'] = query_accuracy(G(predict(tb.question)), tb)
-    row = METHODS[f'{space}_hyperldm'](feats, scfg, seed)
+    row = METHODS[f'{space}_hyperldm'](run)
     acc['HyperLDM'] = query_accuracy(row.weights(), tb)
-    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre, scfg['hyperldm'].replace(seed=seed), _sources(scfg), space, hv)
-    ens = sample_ensemble(ldm, G, tb, g=row.info['gamma'], n=n_samples, eta=row.info['eta'], seed=seed, per_task=True)
+    ens = sample_ensemble(run.hyperldm(space), G, tb, g=row.info['gamma'], n=n_samples, eta=row.info['eta'], seed=seed, per_task=True)
     acc[f'HyperLDM, ensemble of {n_samples}'] = ens['ensemble']; acc['HyperLDM, latent mean'] = ens['latent_mean']
-    return {'acc': acc, 'kinds': task_kinds(feats, scfg), 'info': row.info | {'regressor_loss': loss}}
+    return {'acc': acc, 'kinds': task_kinds(run.features(), run.cfgs), 'info': row.info | {'regressor_loss': loss}}
 
 def shortfall_table(diag:dict) -> dict:
     "{row: {'all': mean, kind: mean over its tasks}} of one `shortfall`, in [0, 1]."
@@ -83,8 +81,7 @@ def shortfall_report(preset:str='default', seeds=(0, 1, 2), dataset:str='metasha
     if not seeds: raise ConfigError("shortfall_report: seeds is empty; pass at least one seed")
     cfgs = stage_configs(preset, dataset); tables, info = [], []
     for s in seeds:
-        feats = dataset_features(dataset, seed_configs(cfgs, s), data_root)
-        d = shortfall(feats, cfgs, s, **kw); tables.append(shortfall_table(d)); info.append(d['info'])
+        d = shortfall(Run(cfgs, s, dataset, data_root), **kw); tables.append(shortfall_table(d)); info.append(d['info'])
     kinds = d['kinds'] or []
     n_tasks = {'all': len(d['acc']['HyperLDM'])} | {k: kinds.count(k) for k in sorted(set(kinds))}
     stat = lambda f: {r: {c: f([t[r][c] for t in tables]) for c in tables[0][r]} for r in tables[0]}

@@ -8,13 +8,14 @@ import copy, math, time
 from dataclasses import dataclass
 import torch
 from .core import *
+from .configs import *
 from .baselines import check_finite, clipped_step
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
            'q_posterior', 'predict_x0', 'ddpm_step', 'x0_hat', 'ddim_step', 'ddim_timesteps', 'clip_eps', 'ddpm_sample',
-           'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'DiffusionConfig',
-           'drop_condition', 'diffusion_loss', 'fit_diffusion', 'sample', 'bench_ddim']
+           'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'drop_condition', 'diffusion_loss',
+           'fit_diffusion', 'sample', 'bench_ddim']
 
 # %% ../nbs/09_diffusion.ipynb #d9000007
 def linear_betas(T:int=350, beta_start:float=1e-4, beta_end:float=0.06) -> torch.Tensor:
@@ -166,33 +167,6 @@ def guided_eps(model:torch.nn.Module, x:torch.Tensor, t:torch.Tensor, cond:torch
     eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]))   # [2B, k]
     eps_c, eps_u = eps.chunk(2)
     return cfg_eps(eps_u, eps_c, guidance_scale)
-
-# %% ../nbs/09_diffusion.ipynb #d900001c
-@dataclass
-class DiffusionConfig(ConfigBase):
-    "A conditional ε-prediction diffusion model with classifier-free training (Algorithm 12)."
-    schedule: str = 'scaled_linear'   # 'linear' (β linear), 'scaled_linear' (sqrt β linear, the release's "linear"), 'cosine'
-    T: int = 350                      # diffusion steps [paper]; the release's cosine used 1000
-    width: int = 128                  # denoiser width [release]
-    depth: int = 2                    # hidden Linear-LayerNorm-ReLU blocks [release]
-    temb: int = 100                   # timestep embedding size [release]
-    steps: int = 20000                # optimizer steps [paper: 1000 epochs]
-    batch: int = 32                   # [release]
-    lr: float = 2.5e-4                # Adam [paper]
-    p_uncond: float = 0.2             # condition dropout for CFG [paper]; the release had it off
-    max_norm: float = 10.0            # gradient clip before the step [paper]
-    ema: float = 0.0                  # EMA decay of the sampling weights; 0: no EMA [ours, optional]
-    seed: int = 0
-    def validate(self):
-        self.check_choice('schedule', list(SCHEDULES))
-        self.check_positive('T', 'width', 'depth', 'temb', 'steps', 'batch', 'lr', 'max_norm')
-        if self.temb % 2: self._fail('temb', "must be even (cos and sin halves)")
-        self.check_range('p_uncond', 0, 1, hi_open=True)
-        self.check_range('ema', 0, 1, hi_open=True)
-    @classmethod
-    def tiny(cls): return cls(width=64, temb=32, steps=1000, batch=128, lr=2e-3, ema=0.99)
-    @classmethod
-    def paper(cls): return cls(steps=1000 * 300)    # 1000 epochs at about 300 batches of 32 per epoch
 
 # %% ../nbs/09_diffusion.ipynb #d900001e
 def drop_condition(cond:torch.Tensor, p:float, generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

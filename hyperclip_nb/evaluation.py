@@ -4,67 +4,26 @@
 
 # %% ../nbs/12_evaluation.ipynb #a7a7f91f
 from __future__ import annotations
-import json, math, os, platform, sys, time
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 import numpy as np
 import torch
 from .core import *
+from .configs import *
 from . import meta_shapes as ms
-from .clip_features import (ClipConfig, Features, Bundle, metashapes_features, load_clip, extract_features,
-                                        load_or_build)
-from .clip_adapter import (AdapterConfig, zero_shot_clip, oracle_finetune, chance, identity_adapter,
-                                       few_shot_accuracy, query_accuracy, n_shot_curve)
-from .baselines import (MultitaskConfig, fit_uncond_multitask, MamlConfig, fit_mnet_maml,
-                                    CondMultitaskConfig, fit_cond_multitask, FilmConfig, fit_cond_multitask_film)
-from .hypernet import HNetConfig, PrecomputeConfig, cached_hnet
-from .hvae import HVAEConfig, cached_hvae
-from .hyperclip import (HyperClipConfig, hyperclip_zero_shot, space_generator, cached_hyperclip,
-                                   task_classification)
-from .diffusion import DiffusionConfig
-from .hyperldm import hyperldm_zero_shot, cached_hyperldm, GAMMAS, ETAS
-from .metadiff import (MetaDiffConfig, metadiff_few_shot, plot_accuracy_vs_shots, METHODS as METADIFF_METHODS,
-                                   EpisodeSampler, episode_tasks, _ci95)
-from .bridge import BridgeConfig, cached_bridge
+from .clip_features import Features
+from .clip_adapter import (zero_shot_clip, oracle_finetune, chance, identity_adapter, few_shot_accuracy,
+                                       query_accuracy, n_shot_curve)
+from .baselines import fit_uncond_multitask, fit_mnet_maml, fit_cond_multitask, fit_cond_multitask_film
+from .hyperclip import hyperclip_zero_shot, task_classification
+from .hyperldm import hyperldm_zero_shot, GAMMAS, ETAS
+from .pipeline import Run
 
 # %% auto #0
-__all__ = ['DATASETS', 'SWEEP_SPACES', 'CHOICES', 'METHODS', 'CALIBRATION', 'CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED',
-           'ROW_LABELS', 'stage_configs', 'seed_configs', 'task_kinds', 'per_kind', 'summarize_curves',
-           'bridge_few_shot', 'summarize_episodes', 'summarize', 'MetaVQASource', 'dataset_features', 'ZeroShot',
-           'score', 'guidance_sweep', 'calibration', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
-           'save_guidance_plot', 'save_few_shot_plot', 'save_n_shot_plot', 'versions', 'check_out_dir', 'reproduce',
-           'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results',
-           'compare_results', 'comparison_markdown', 'paper_claim', 'readme_results']
+__all__ = ['SWEEP_SPACES', 'CHOICES', 'METHODS', 'CALIBRATION', 'task_kinds', 'per_kind', 'summarize_curves',
+           'summarize_episodes', 'summarize', 'ZeroShot', 'score', 'calibration']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
-DATASETS = ('metashapes', 'metavqa')
-
-def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None) -> dict:
-    """Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP).
-    `overrides` {stage: preset} takes some stages from another preset, e.g. {'hyperldm': 'paper'} runs the paper's
-    HyperLDM on the default world."""
-    if preset not in PRESETS: raise ConfigError(f"unknown config {preset!r}; choose one of {list(PRESETS)}")
-    if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
-    cfgs = {'data': get_preset(ms.MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
-            'adapter': get_preset(AdapterConfig, preset), 'multitask': get_preset(MultitaskConfig, preset),
-            'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset),
-            'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
-            'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset),
-            'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset),
-            'metadiff': get_preset(MetaDiffConfig, preset), 'bridge': get_preset(BridgeConfig, preset)}
-    if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
-        cfgs['clip'] = ClipConfig.default()
-    for stage, p in (overrides or {}).items():
-        if stage not in cfgs: raise ConfigError(f"unknown stage {stage!r} in the overrides; choose from {list(cfgs)}")
-        cfgs[stage] = get_preset(type(cfgs[stage]), p)
-    for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
-    return cfgs
-
-def seed_configs(cfgs:dict, seed:int) -> dict:
-    """The configs of one seed: a tiny CLIP is trained once per seed (its `ClipConfig.seed` is the method seed), so the
-    spread over seeds covers the CLIP's draw as well as the methods'; a pretrained CLIP has no seed. The world is fixed."""
-    return cfgs | {'clip': cfgs['clip'].replace(seed=seed)} if cfgs['clip'].model == 'tiny' else dict(cfgs)
-
 def task_kinds(feats:Features, cfgs:dict, split:str='meta_test') -> list|None:
     "The kind of each task of `split` (colour, shape, size, pos, count, rel) on Meta-Shapes; None on Meta-VQA."
     fams = feats.splits[split].families
@@ -87,22 +46,6 @@ def summarize_curves(curves:list[dict]) -> dict:
             'std': (means.std(0, ddof=1) if len(curves) > 1 else np.array(curves[0]['std'])).tolist(),
             'n_tasks': curves[0]['n_tasks']}
 
-def bridge_few_shot(feats, cfgs, seed:int=0) -> dict:
-    """{'bridge': {'{K}shot': accuracy, '{K}shot_ci95': ...}} of the bridge (`11a_bridge`) on exactly the N-way K-shot
-    meta-test episodes of `metadiff_few_shot` (same sampler and seeds): one latent per episode, sampled from the
-    question and the episode's support gradient, decoded by the HNet's generator, scored on the episode's classes."""
-    mcfg, sources = cfgs['metadiff'], _sources(cfgs)
-    bridge, _ = cached_bridge(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                              cfgs['bridge'].replace(seed=seed), sources)
-    b, res = cfgs['bridge'], {}
-    for K in mcfg.shots:
-        tb = episode_tasks(EpisodeSampler(feats, 'meta_test', K, mcfg.ways, mcfg.queries).test_episodes(
-            mcfg.test_episodes, generator=seed * 1000 + K))
-        z = bridge.sample(tb.question, tb, b.gamma_q, b.gamma_g, b.sample_steps, b.eta, generator=seed)
-        with torch.no_grad(): acc = query_accuracy(bridge.G(z), tb)
-        res[f'{K}shot'], res[f'{K}shot_ci95'] = float(acc.mean()), _ci95(acc)
-    return {'bridge': res}
-
 def summarize_episodes(per_seed:list[dict]) -> dict:
     """Few-shot episode results of several seeds (each `metadiff_few_shot`'s {method: {'1shot': acc, '1shot_ci95': ...}})
     as {method: {'1shot': mean over seeds, ..., 'std': {'1shot': std over seeds, ...}, 'ci95': {'1shot': mean 95 % CI
@@ -123,39 +66,6 @@ def summarize(per_seed:list[float], few_shot:list[float]|None=None) -> dict:
         m, s, a = _mean_std(few_shot)
         out |= {'few_shot_acc': m, 'few_shot_acc_std': s, 'few_shot_per_seed': a}
     return out
-
-# %% ../nbs/12_evaluation.ipynb #0325d2b7
-@dataclass
-class MetaVQASource(ConfigBase):
-    "Where a Meta-VQA copy lives (part of the feature cache key)."
-    data_root: str = ''
-    generic_template: bool = False
-    def validate(self):
-        if not self.data_root: self._fail('data_root', 'pass --data-root DIR with the Meta-VQA split files and COCO images')
-
-def _build_vqa_features(bundle:Bundle, out:Path):
-    from hyperclip_nb.meta_vqa import prepare_metavqa
-    src = MetaVQASource.from_dict({k: v for k, v in bundle.parts['data'].items() if k != 'class'})
-    clip = ClipConfig.from_dict({k: v for k, v in bundle.parts['clip'].items() if k != 'class'})
-    ds = prepare_metavqa(src.data_root)
-    model, tok, size = load_clip(clip)
-    extract_features(ds, model, tok, size).save(out)
-
-def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:dict|None=None) -> Features:
-    "Build (or load from the cache) the dataset and its frozen CLIP features, timing each stage."
-    timings = {} if timings is None else timings
-    if dataset == 'metashapes':
-        with timed(timings, 'data'): ms.meta_shapes(cfgs['data'])
-        with timed(timings, 'clip'): load_clip(cfgs['clip'], cfgs['data'])
-        with timed(timings, 'features'): return metashapes_features(cfgs['data'], cfgs['clip'])
-    if cfgs['clip'].model == 'tiny':
-        raise ConfigError("Meta-VQA needs a pretrained CLIP: pass --clip ViT-L-14-336 (and --clip-pretrained TAG_OR_PATH)")
-    from hyperclip_nb.meta_vqa import prepare_metavqa
-    src = MetaVQASource(str(Path(data_root or '').expanduser().resolve()) if data_root else '')
-    with timed(timings, 'data'): prepare_metavqa(src.data_root)
-    with timed(timings, 'features'):
-        art = load_or_build('features', Bundle.of(data=src, clip=cfgs['clip']), _build_vqa_features)
-        return Features.load(art.path)
 
 # %% ../nbs/12_evaluation.ipynb #cc673441
 @dataclass
@@ -178,77 +88,59 @@ def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method'
     if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed)
     return res
 
-def _zero_shot_clip(feats, cfgs, seed):
-    tb = feats.tasks('meta_test')
-    return ZeroShot(identity_adapter(len(tb), tb.d, cfgs['adapter'].hidden, generator=seed))
-def _oracle(feats, cfgs, seed): return oracle_finetune(feats.tasks('meta_test'), cfgs['adapter'], seed=seed)
-def _uncond_multitask(feats, cfgs, seed): return ZeroShot(fit_uncond_multitask(feats, cfgs['multitask'].replace(seed=seed))[0])
-def _uncond_mnet_maml(feats, cfgs, seed): return ZeroShot(fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))[0])
+def _zero_shot_clip(run):
+    tb = run.tasks()
+    return ZeroShot(identity_adapter(len(tb), tb.d, run.cfgs['adapter'].hidden, generator=run.seed))
+def _oracle(run): return oracle_finetune(run.tasks(), run.cfgs['adapter'], seed=run.seed)
+def _uncond_multitask(run): return ZeroShot(fit_uncond_multitask(run.features(), run.cfgs['multitask'])[0])
+def _uncond_mnet_maml(run): return ZeroShot(fit_mnet_maml(run.features(), run.cfgs['maml'])[0])
 
-def _cond_multitask(feats, cfgs, seed):
-    H, _ = fit_cond_multitask(feats, cfgs['cond_multitask'].replace(seed=seed))
-    with torch.no_grad(): return ZeroShot(H(feats.tasks('meta_test').question))
+def _cond_multitask(run):
+    H, _ = fit_cond_multitask(run.features(), run.cfgs['cond_multitask'])
+    with torch.no_grad(): return ZeroShot(H(run.tasks().question))
 
-def _cond_multitask_film(feats, cfgs, seed):
-    model, _ = fit_cond_multitask_film(feats, cfgs['film'].replace(seed=seed))
-    with torch.no_grad(): return ZeroShot(model.film(feats.tasks('meta_test').question), model.decode)
-
-def _sources(cfgs): return {'data': cfgs['data'], 'clip': cfgs['clip']}
+def _cond_multitask_film(run):
+    model, _ = fit_cond_multitask_film(run.features(), run.cfgs['film'])
+    with torch.no_grad(): return ZeroShot(model.film(run.tasks().question), model.decode)
 
 def _hnet_maml(conditional):
-    def run(feats, cfgs, seed):
-        model, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), _sources(cfgs), conditional=conditional)
-        with torch.no_grad(): return ZeroShot(model.init_latent(feats.tasks('meta_test').question), model.G)
-    return run
+    def method(run):
+        model = run.hnet(conditional)
+        with torch.no_grad(): return ZeroShot(model.init_latent(run.tasks().question), model.G)
+    return method
 
-def _uncond_hvae(feats, cfgs, seed):
-    model, _ = cached_hvae(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                           cfgs['hvae'].replace(seed=seed), _sources(cfgs))
+def _uncond_hvae(run):
+    model = run.hvae()
     return ZeroShot(model.z_init, model.dec)
 
 def _hyperclip(space):
-    def run(feats, cfgs, seed):
-        log = {}
-        z, decode = hyperclip_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                                        cfgs['hyperclip'].replace(seed=seed), _sources(cfgs), space,
-                                        hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log, choose_steps=True)
-        hc, _ = cached_hyperclip(feats, *(cfgs[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hyperclip')),
-                                 _sources(cfgs), space, cfgs['hvae'].replace(seed=seed))
-        _, lat = space_generator(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                                 _sources(cfgs), space, cfgs['hvae'].replace(seed=seed))
-        cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=seed) for s, z_or, q in
-               (('meta_train', lat.oracle_meta_train, lat.question),
-                ('meta_test', lat.oracle_meta_test, feats.tasks('meta_test').question))}
+    def method(run):
+        log, c = {}, run.cfgs
+        z, decode = hyperclip_zero_shot(run.features(), c['hnet'], c['precompute'], c['hyperclip'], run.sources, space,
+                                        hvae_cfg=c['hvae'], log=log, choose_steps=True)
+        hc, lat = run.hyperclip(space), run.latents(space)
+        cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=run.seed) for s, z_or, q in
+               (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, run.tasks().question))}
         return ZeroShot(z, decode, {'guide_steps': log['guide_steps']} | cls)
-    return run
+    return method
 
 def _hyperldm(space):
-    def run(feats, cfgs, seed):
-        log = {}
-        z, decode = hyperldm_zero_shot(feats, cfgs['hnet'].replace(seed=seed), cfgs['precompute'].replace(seed=seed),
-                                       cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), g=None, steps=50, seed=seed,
-                                       space=space, hvae_cfg=cfgs['hvae'].replace(seed=seed), log=log, eta=None)
+    def method(run):
+        log, c = {}, run.cfgs
+        z, decode = hyperldm_zero_shot(run.features(), c['hnet'], c['precompute'], c['hyperldm'], run.sources, g=None,
+                                       steps=50, seed=run.seed, space=space, hvae_cfg=c['hvae'], log=log, eta=None)
         return ZeroShot(z, decode, {'gamma': log['gamma'], 'eta': log['eta']})
-    return run
+    return method
 
 SWEEP_SPACES = {'hnet_hyperldm': 'hnet', 'hvae_hyperldm': 'hvae'}
 CHOICES = ('gamma', 'eta', 'guide_steps')   # ZeroShot.info keys that are choices made on validation tasks; the rest are diagnostics
-
-def guidance_sweep(feats, cfgs, seed:int, gammas=GAMMAS, space:str='hnet') -> dict:
-    """{γ: meta-test zero-shot accuracy} of HyperLDM in `space` for every guidance scale, sampled in one batched call: a
-    report of how classifier-free guidance acts, never used to pick γ (the rows choose γ on validation tasks)."""
-    hnet_cfg, pre, hv = (cfgs[k].replace(seed=seed) for k in ('hnet', 'precompute', 'hvae'))
-    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre, cfgs['hyperldm'].replace(seed=seed), _sources(cfgs), space, hv)
-    G, _ = space_generator(feats, hnet_cfg, pre, _sources(cfgs), space, hv)
-    tb = feats.tasks('meta_test')
-    with torch.no_grad():
-        return {g: query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, 50, seed).items()}
 
 METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncond_multitask': _uncond_multitask,
            'uncond_mnet_maml': _uncond_mnet_maml, 'cond_multitask': _cond_multitask,
            'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
            'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae, 'hnet_hyperclip': _hyperclip('hnet'),
            'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hyperldm('hnet'), 'hvae_hyperldm': _hyperldm('hvae')}
+
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
 CALIBRATION = {   # the targets of Meta-Shapes 2 (issue 17), on the meta-test tasks, before any guided method is run on a world
@@ -276,375 +168,3 @@ def calibration(methods:dict, chance_acc:float) -> dict:
         for k in ok_: checks[f'zero_shot_clip[{k}] <= oracle_finetune[{k}] - 0.08'] = bool(zk[k] <= ok_[k] - 0.08)
     out['checks'] = checks
     return out
-
-# %% ../nbs/12_evaluation.ipynb #0d8795ed
-def _pct(x): return '—' if x is None else f'{100 * x:.2f}'
-
-CHOICE_SYMBOLS = {'gamma': 'γ', 'eta': 'η', 'guide_steps': 'S'}
-
-def results_markdown(res:dict) -> str:
-    "The paper-style table of a results dict, as Markdown."
-    ov = ', '.join(f'{k} = {v}' for k, v in res.get('overrides', {}).items())
-    lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config{'; ' + ov if ov else ''})", '',
-             f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
-             "accuracy averaged over meta-test tasks. " + (lambda t: t[:1].upper() + t[1:])(res.get('seed_scope', '')) + '.', '',
-             'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
-             'Choice: the guidance scale γ and the DDIM-50 noise η (HyperLDM), or the number of guidance steps S '
-             '(HyperCLIP), chosen per seed on validation tasks.', '',
-             '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | choice | zero-shot per seed |',
-             '|---|---|---|---|---|---|---|']
-    for name, r in res['methods'].items():
-        ch = '; '.join(f"{CHOICE_SYMBOLS.get(k, k)} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
-        lines.append(f"| {name} | {_pct(r['zero_shot_acc'])} | {_pct(r['zero_shot_acc_std'])} | "
-                     f"{_pct(r.get('few_shot_acc'))} | {_pct(r.get('few_shot_acc_std'))} | {ch or '—'} | "
-                     + ', '.join(_pct(x) for x in r['per_seed']) + ' |')
-    curves = {k: r['n_shot'] for k, r in res['methods'].items() if r.get('n_shot', {}).get('n')}
-    if curves:
-        ns = next(iter(curves.values()))['n']
-        lines += ['', f"n-shot query accuracy (%): fine-tuned on n support pairs per answer, mean over seeds "
-                  f"({next(iter(curves.values()))['n_tasks']} tasks with ≥ {ns[-1]} pairs for ≥ 2 answers; n = 0 is zero-shot "
-                  "on the same restricted query sets).", '',
-                  '| method | ' + ' | '.join(f'n={n}' for n in ns) + ' |', '|---|' + '---|' * len(ns)]
-        lines += [f"| {k} | " + ' | '.join(_pct(m) for m in c['mean']) + ' |' for k, c in curves.items()]
-    sweeps = res.get('guidance_sweep', {})
-    if sweeps:
-        gs = list(next(iter(sweeps.values())))
-        lines += ['', "Classifier-free guidance sweep: meta-test zero-shot accuracy (%) by guidance scale γ, mean ± std over "
-                  "seeds (a description of guidance; γ is chosen on validation tasks, not here):", '',
-                  '| method | ' + ' | '.join(f'γ={g}' for g in gs) + ' |', '|---|' + '---|' * len(gs)]
-        for m, sw in sweeps.items():
-            sd = res.get('guidance_sweep_std', {}).get(m, {})
-            lines.append(f'| {m} | ' + ' | '.join(_pct(sw[g]) + (f' ± {_pct(sd[g])}' if sd.get(g) is not None else '')
-                                                  for g in gs) + ' |')
-    few = {m: r for m, r in res.get('few_shot', {}).items() if not m.startswith('_')}
-    if few:
-        ks = [k for k in next(iter(few.values())) if k.endswith('shot')]
-        n_ep = res['few_shot'].get('_episodes_per_k', {})
-        lines += ['', f"N-way K-shot episodes (MetaDiff and its baselines, `11_metadiff`): query accuracy (%), mean over seeds "
-                  f"± std over seeds [mean 95 % CI over episodes]; {', '.join(f'{v} episodes at {k}' for k, v in n_ep.items())} per seed.", '',
-                  '| method | ' + ' | '.join(ks) + ' |', '|---|' + '---|' * len(ks)]
-        for m, r in few.items():
-            lines.append(f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '')
-                                                  + f" [{_pct(r['ci95'][k])}]" for k in ks) + ' |')
-    kinds = {m: r['per_kind'] for m, r in res['methods'].items() if r.get('per_kind')}
-    if kinds:
-        ks = list(next(iter(kinds.values())))
-        lines += ['', 'Zero-shot accuracy (%) by kind of question (mean over seeds; "rel": the object next to a named one):', '',
-                  '| method | ' + ' | '.join(ks) + ' |', '|---|' + '---|' * len(ks)]
-        lines += [f'| {m} | ' + ' | '.join(_pct(pk.get(k)) for k in ks) + ' |' for m, pk in kinds.items()]
-    c = res.get('calibration', {})
-    if c:
-        lines += ['', f"Chance (mean over tasks of 1/answers): {_pct(c['chance'])} %", '', 'Calibration targets:']
-        lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in c['checks'].items()]
-    lines += ['', 'Stage timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in res['timings_s'].items() if '.' not in k)
-              + ' (the parts of few_shot_episodes are in results.json)']
-    return '\n'.join(lines) + '\n'
-
-def plot_n_shot(res:dict, ax=None):
-    "Accuracy against the number of support pairs per answer (n = 0 is zero-shot), one line per method, ± std band."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
-    curves = [(name, r['n_shot']) for name, r in res['methods'].items() if r.get('n_shot') and r['n_shot']['n']]
-    colours = plt.get_cmap('tab10' if len(curves) <= 10 else 'tab20').colors   # one colour per method, up to 20
-    for i, (name, c) in enumerate(curves):
-        m, s, col = np.array(c['mean']), np.array(c['std']), colours[i % len(colours)]
-        ax.plot(c['n'], 100 * m, marker='o', label=name, color=col)
-        ax.fill_between(c['n'], 100 * (m - s), 100 * (m + s), alpha=0.15, color=col)
-    ax.set(xlabel='support pairs per answer (n)', ylabel='query accuracy (%)', title=f"n-shot, {res['dataset']} ({res['config']})")
-    ax.legend(fontsize=7)
-    return ax
-
-def plot_guidance_sweep(res:dict, ax=None):
-    "Meta-test zero-shot accuracy against the guidance scale γ (symlog axis), one line per method, ± std over seeds."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
-    for m, sw in res['guidance_sweep'].items():
-        g = np.array([float(k) for k in sw]); a = 100 * np.array(list(sw.values()))
-        sd = res.get('guidance_sweep_std', {}).get(m, {})
-        ax.errorbar(g, a, yerr=100 * np.array([sd.get(k) or 0. for k in sw]), marker='o', capsize=3, label=m)
-    ax.set_xscale('symlog', linthresh=1); ax.set_xticks(g); ax.set_xticklabels([f'{x:g}' for x in g])
-    ax.axvline(1, color='grey', lw=0.8, ls=':')   # γ = 1: the plain conditional model, no extra guidance
-    ax.set(xlabel='guidance scale γ', ylabel='meta-test zero-shot accuracy (%)', title='classifier-free guidance')
-    ax.legend(fontsize=8); return ax
-
-def save_guidance_plot(res:dict, path:Path):
-    "Write `plot_guidance_sweep` as a PNG, atomically (a bare matplotlib Figure, like `save_n_shot_plot`)."
-    import io
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(6, 4)); plot_guidance_sweep(res, fig.subplots())
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-    atomic_write_bytes(path, buf.getvalue())
-
-def save_few_shot_plot(res:dict, path:Path):
-    "Write the N-way K-shot accuracies of `res['few_shot']` against K (± mean 95 % CI) as a PNG, atomically."
-    import io
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(6, 4)); ax = fig.subplots()
-    few = {m: r | {f'{k}_ci95': v for k, v in r['ci95'].items()} for m, r in res['few_shot'].items() if not m.startswith('_')}
-    plot_accuracy_vs_shots(few, ax); ax.set_title(f"N-way K-shot episodes, {res['dataset']} ({res['config']})")
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-    atomic_write_bytes(path, buf.getvalue())
-
-def save_n_shot_plot(res:dict, path:Path):
-    "Write `plot_n_shot` as a PNG, atomically (a bare matplotlib Figure: no GUI backend is touched)."
-    import io
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(6, 4)); plot_n_shot(res, fig.subplots())
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
-    atomic_write_bytes(path, buf.getvalue())
-
-# %% ../nbs/12_evaluation.ipynb #d238892c
-def versions() -> dict:
-    "Versions of Python, torch, open_clip and hyperclip_nb, and the machine."
-    import open_clip
-    import torchvision
-    return {'hyperclip_nb': package_version(), 'python': platform.python_version(), 'torch': torch.__version__,
-            'torchvision': torchvision.__version__,
-            'open_clip': getattr(open_clip, '__version__', '?'), 'numpy': np.__version__,
-            'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'threads': torch.get_num_threads()}
-
-def check_out_dir(out:str|Path) -> Path:
-    "The output folder, refusing a path that is an existing file."
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file; pass a folder")
-    return out
-
-def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
-              data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
-              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None) -> dict:
-    """Run every stage and method; write `out/results.json` and `out/results.md` (and the figures); return the results
-    dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'.
-    `overrides` {stage: preset}: stages taken from another preset (`stage_configs`), recorded in results.json."""
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seeds: raise ConfigError("--seeds must be >= 1")
-    out = check_out_dir(out)
-    cfgs = stage_configs(preset, dataset, overrides)
-    if clip: cfgs['clip'] = ClipConfig(model=clip, pretrained='' if clip == 'tiny' else clip_pretrained)
-    names = methods or list(METHODS)
-    if unknown := [m for m in names if m not in METHODS]:
-        raise ConfigError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    timings = {}
-    scfg = {s: seed_configs(cfgs, s) for s in seeds}
-    feats = {s: dataset_features(dataset, scfg[s], data_root, timings) for s in seeds}   # one tiny CLIP per seed
-    kinds = task_kinds(feats[seeds[0]], cfgs)
-    results = {}
-    for name in names:
-        zs, fs, curves, choices, kind_acc = [], [], [], [], []
-        with timed(timings, name):
-            for s in progress(seeds, desc=name):
-                set_seed(s)
-                zero = METHODS[name](feats[s], scfg[s], s)
-                r = score(zero, feats[s].tasks('meta_test'), seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
-                zs.append(r['zero_shot'].mean().item())
-                if kinds: kind_acc.append(per_kind(r['zero_shot'], kinds))
-                if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
-                if 'n_shot' in r: curves.append(r['n_shot'])
-                if getattr(zero, 'info', None): choices.append(zero.info)
-        results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
-        if kind_acc: results[name]['per_kind'] = {k: float(np.mean([a[k] for a in kind_acc])) for k in kind_acc[0]}
-        for key, keep in (('choice', lambda k: k in CHOICES), ('diagnostics', lambda k: k not in CHOICES)):
-            if choices and (ks := [k for k in choices[0] if keep(k)]):
-                results[name][key] = {k: [c[k] for c in choices] for k in ks}
-    results_sweep, sweep_std = {}, {}
-    for name in (n for n in SWEEP_SPACES if n in names):
-        with timed(timings, f'guidance_sweep[{name}]'):
-            sweeps = [guidance_sweep(feats[s], scfg[s], s, space=SWEEP_SPACES[name]) for s in seeds]
-        stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
-        results_sweep[name] = {g: st[0] for g, st in stats.items()}
-        sweep_std[name] = {g: st[1] for g, st in stats.items()}
-    few = {}
-    if episodes:
-        per_seed, t0 = [], time.perf_counter()
-        for s in progress(seeds, desc='metadiff episodes'):
-            set_seed(s); tm = {}
-            per_seed.append(metadiff_few_shot(feats[s], scfg[s], seed=s, cfg=cfgs['metadiff'].replace(seed=s), timings=tm))
-            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(feats[s], scfg[s], s)
-            for k, v in tm.items():
-                if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
-                else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
-        few = summarize_episodes(per_seed) | {'_episodes_per_k': few.get('_episodes', {})}
-        timings['few_shot_episodes'] = time.perf_counter() - t0
-    res = {'dataset': dataset, 'config': preset, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
-           'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
-           'calibration': calibration(results, chance(feats[seeds[0]].tasks('meta_test')).mean().item()),
-           'n_tasks': {k: len(v.questions) for k, v in feats[seeds[0]].splits.items()},
-           'configs': {k: v.to_dict() for k, v in cfgs.items()},
-           'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
-                          'fixed by its config' if cfgs['clip'].model == 'tiny' else
-                          'seeds vary method training; the dataset and the pretrained CLIP are fixed'),
-           'versions': versions()}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out/'results.json', res)
-    atomic_write_text(out/'results.md', results_markdown(res))
-    if n_shot: save_n_shot_plot(res, out/'n_shot.png')
-    if results_sweep: save_guidance_plot(res, out/'guidance_sweep.png')
-    if few: save_few_shot_plot(res, out/'few_shot.png')
-    return res
-
-# %% ../nbs/12_evaluation.ipynb #92886b09
-PAPER_METAVQA = {   # Meta-VQA zero-shot accuracy (%), mean ± std [paper, ICLR-2023 version]; baselines not recoverable
-    'hnet_hyperclip': (58.82, 0.27, 'HNet + HyperCLIP guidance'), 'hvae_hyperclip': (58.75, 0.29, 'HVAE + HyperCLIP guidance'),
-    'hnet_hyperldm': (58.70, 0.11, 'HNet + HyperLDM, γ = 1 (58.60 ± 0.09 at γ = 1.5)'),
-    'hvae_hyperldm': (58.97, 0.09, 'HVAE + HyperLDM, γ = 1 (58.89 ± 0.07 at γ = 1.5)')}
-
-def load_results(path:str|Path) -> dict:
-    "A `results.json` written by `reproduce`, checked for the keys the plots need."
-    path = Path(path)
-    try: res = json.loads(path.read_text())
-    except FileNotFoundError as e: raise DataError(f"{path}: not found; run `hyperclip_nb reproduce --out {path.parent}` first") from e
-    except json.JSONDecodeError as e: raise DataError(f"{path}: not valid JSON ({e}); rerun `hyperclip_nb reproduce`") from e
-    if not isinstance(res, dict) or (missing := [k for k in ('methods', 'seeds', 'dataset', 'config') if k not in res]):
-        raise DataError(f"{path}: lacks {missing if isinstance(res, dict) else 'an object'}; is it a results.json of `reproduce`?")
-    return res
-
-def paper_comparison(res:dict) -> str:
-    "Markdown: our zero-shot accuracy of every method beside the paper's Meta-VQA number where one exists."
-    lines = [f"| method | ours: {res['dataset']}, {res['config']} config, {len(res['seeds'])} seed(s) | paper: Meta-VQA |",
-             '|---|---|---|']
-    for name, r in res['methods'].items():
-        p = PAPER_METAVQA.get(name)
-        ours = _pct(r['zero_shot_acc']) + (f" ± {_pct(r['zero_shot_acc_std'])}" if r.get('zero_shot_acc_std') is not None else '')
-        lines.append(f"| {name} | {ours} | {f'{p[0]:.2f} ± {p[1]:.2f} ({p[2]})' if p else '—'} |")
-    return '\n'.join(lines) + '\n'
-
-def plot_methods(res:dict, ax=None):
-    "Bars of zero-shot and few-shot accuracy per method (mean over seeds, error bars ± std), with chance as a line."
-    import matplotlib.pyplot as plt, seaborn as sns, pandas as pd
-    if ax is None: _, ax = plt.subplots(figsize=(10, 4))
-    rows = [{'method': m, 'protocol': proto, 'accuracy (%)': 100 * a}
-            for m, r in res['methods'].items()
-            for proto, key in (('zero-shot', 'per_seed'), ('few-shot', 'few_shot_per_seed')) for a in r.get(key) or []]
-    sns.barplot(pd.DataFrame(rows), x='method', y='accuracy (%)', hue='protocol', errorbar='sd', capsize=0.15, ax=ax)
-    if (c := res.get('calibration', {}).get('chance')) is not None: ax.axhline(100 * c, color='grey', ls=':', label='chance')
-    ax.tick_params(axis='x', rotation=60); ax.set_xlabel('')
-    ax.set_title(f"{res['dataset']}, {res['config']} config, {len(res['seeds'])} seed(s): meta-test accuracy")
-    ax.legend(fontsize=8); return ax
-
-def plot_task_classification(res:dict, ax=None):
-    "HyperCLIP's 1-in-10 task-classification accuracy on meta-train and meta-test tasks (mean ± std over seeds)."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
-    names = [m for m, r in res['methods'].items() if 'task_cls_meta_test' in r.get('diagnostics', {})]
-    for j, split in enumerate(('meta_train', 'meta_test')):
-        vals = [100 * np.asarray(res['methods'][m]['diagnostics'][f'task_cls_{split}']) for m in names]
-        ax.bar(np.arange(len(names)) + 0.4 * j, [v.mean() for v in vals], 0.4, yerr=[v.std() for v in vals],
-               capsize=3, label=split.replace('_', '-'))
-    ax.axhline(10, color='grey', ls=':', label='chance (1 in 10)')
-    ax.set_xticks(np.arange(len(names)) + 0.2); ax.set_xticklabels(names)
-    ax.set(ylabel='accuracy (%)', title='HyperCLIP: pick the task\'s question among 10'); ax.legend(fontsize=8)
-    return ax
-
-def plot_results(res:dict):
-    "The whole comparison of one results dict: methods, guidance sweep, n-shot curves, HyperCLIP diagnostic."
-    import matplotlib.pyplot as plt
-    fig = plt.figure(figsize=(14, 9)); gs = fig.add_gridspec(2, 3)
-    plot_methods(res, fig.add_subplot(gs[0, :]))
-    if res.get('guidance_sweep'): plot_guidance_sweep(res, fig.add_subplot(gs[1, 0]))
-    if any(r.get('n_shot') for r in res['methods'].values()): plot_n_shot(res, fig.add_subplot(gs[1, 1]))
-    if any('diagnostics' in r for r in res['methods'].values()): plot_task_classification(res, fig.add_subplot(gs[1, 2]))
-    fig.tight_layout(); return fig
-
-# %% ../nbs/12_evaluation.ipynb #54c74eee
-def compare_results(mine:dict, ours:dict, abs_tol:float=0.02, k:float=2.0) -> dict:
-    """Row-by-row agreement of two results dicts (`load_results`): {'rows': [{'method', 'metric', 'mine', 'ours',
-    'diff', 'tol', 'ok'}], 'differ': [rows that do not agree], 'missing': [rows in one only], 'notes': [...]}."""
-    if abs_tol < 0 or k < 0: raise ConfigError(f"compare_results: abs_tol={abs_tol} and k={k} must be >= 0")
-    rows, missing = [], sorted(set(mine['methods']) ^ set(ours['methods']))
-    for m in (m for m in ours['methods'] if m in mine['methods']):
-        a, b = mine['methods'][m], ours['methods'][m]
-        for metric in ('zero_shot_acc', 'few_shot_acc'):
-            if a.get(metric) is None or b.get(metric) is None: continue
-            sd = max(a.get(f'{metric}_std') or 0., b.get(f'{metric}_std') or 0.)
-            tol = max(abs_tol, k * sd); d = a[metric] - b[metric]
-            rows.append({'method': m, 'metric': metric, 'mine': a[metric], 'ours': b[metric], 'diff': d, 'tol': tol,
-                         'ok': abs(d) <= tol})
-    notes = []
-    for key in ('dataset', 'config', 'seeds'):
-        if mine.get(key) != ours.get(key): notes.append(f"{key}: {mine.get(key)} here, {ours.get(key)} in the reference")
-    for lib in ('torch', 'open_clip', 'hyperclip_nb'):
-        va, vb = mine.get('versions', {}).get(lib), ours.get('versions', {}).get(lib)
-        if va != vb: notes.append(f"{lib} {va} here, {vb} in the reference")
-    if (ca := mine.get('configs')) and (cb := ours.get('configs')):
-        if diff := sorted(s for s in set(ca) | set(cb) if ca.get(s) != cb.get(s)): notes.append(f"stage configs differ: {diff}")
-    return {'rows': rows, 'differ': [f"{r['method']}.{r['metric']}" for r in rows if not r['ok']], 'missing': missing,
-            'notes': notes, 'abs_tol': abs_tol, 'k': k}
-
-def comparison_markdown(c:dict) -> str:
-    "A `compare_results` report as Markdown: one row per method and metric, the rows that differ marked."
-    lines = [f"Tolerance: {100 * c['abs_tol']:.1f} points, or {c['k']:g} × the larger seed std of the row.", '',
-             '| method | metric | here (%) | reference (%) | difference | tolerance | |', '|---|---|---|---|---|---|---|']
-    lines += [f"| {r['method']} | {r['metric']} | {_pct(r['mine'])} | {_pct(r['ours'])} | {100 * r['diff']:+.2f} | "
-              f"{100 * r['tol']:.2f} | {'ok' if r['ok'] else '**differs**'} |" for r in c['rows']]
-    if c['missing']: lines += ['', f"Rows in only one of the two: {', '.join(c['missing'])}"]
-    if c['notes']: lines += ['', 'The two runs differ in: ' + '; '.join(c['notes'])]
-    lines += ['', f"{len(c['differ'])} of {len(c['rows'])} rows differ" + (f": {', '.join(c['differ'])}" if c['differ'] else '')]
-    return '\n'.join(lines) + '\n'
-
-# %% ../nbs/12_evaluation.ipynb #65ec2112
-GUIDED = ('hnet_hyperclip', 'hvae_hyperclip', 'hnet_hyperldm', 'hvae_hyperldm')
-ROW_LABELS = {'zero_shot_clip': 'zero-shot CLIP (reference)',
-              'oracle_finetune': "oracle: fine-tuned on each test task's support set (reference)",
-              'uncond_multitask': 'unconditional multitask (Algorithm 2)', 'uncond_mnet_maml': 'unconditional MNet-MAML (Algorithm 3)',
-              'uncond_hnet_maml': 'unconditional HNet-MAML (Algorithm 4)', 'uncond_hvae': 'unconditional HVAE (Algorithm 8)',
-              'cond_multitask': 'conditional multitask (Algorithm 5)', 'cond_multitask_film': 'conditional multitask FiLM (Algorithm 6)',
-              'cond_hnet_maml': 'conditional HNet-MAML (Algorithm 7)', 'hnet_hyperclip': 'HNet + HyperCLIP guidance (Algorithms 9, 11)',
-              'hvae_hyperclip': 'HVAE + HyperCLIP guidance (Algorithms 10, 11)',
-              'hnet_hyperldm': 'HNet + HyperLDM, DDIM 50 steps (Algorithms 12–14)', 'hvae_hyperldm': 'HVAE + HyperLDM, DDIM 50 steps'}
-
-def paper_claim(res:dict) -> dict:
-    """The best guided row against every baseline row (all rows but the guided ones and the oracle): its margin over
-    each, whether that margin exceeds the larger seed std of the two, and the fraction of the gap between the best
-    unconditional row (`uncond_*`) and the oracle that it closes (the paper's claim is at least half)."""
-    M = res['methods']
-    if not (guided := [g for g in GUIDED if g in M]) or 'oracle_finetune' not in M:
-        raise DataError("paper_claim needs the guided rows and oracle_finetune in the results; run reproduce with all methods")
-    best = max(guided, key=lambda g: M[g]['zero_shot_acc']); b = M[best]
-    sd = lambda r: r.get('zero_shot_acc_std') or 0.
-    margins = {m: {'margin': b['zero_shot_acc'] - r['zero_shot_acc'], 'spread': max(sd(b), sd(r)),
-                   'beats': b['zero_shot_acc'] - r['zero_shot_acc'] > max(sd(b), sd(r))}
-               for m, r in M.items() if m not in GUIDED and m != 'oracle_finetune'}
-    unc = max((m for m in M if m.startswith('uncond_')), key=lambda m: M[m]['zero_shot_acc'])
-    gap = M['oracle_finetune']['zero_shot_acc'] - M[unc]['zero_shot_acc']
-    return {'best_guided': best, 'best_guided_acc': b['zero_shot_acc'], 'margins': margins,
-            'beats_every_baseline': all(v['beats'] for v in margins.values()), 'best_uncond': unc,
-            'gap_closed': (b['zero_shot_acc'] - M[unc]['zero_shot_acc']) / gap if gap > 0 else float('nan')}
-
-def _pm(r, key='zero_shot_acc'):
-    return _pct(r.get(key)) + (f" ± {_pct(r[key + '_std'])}" if r.get(key + '_std') is not None else '') if r.get(key) is not None else ''
-
-def readme_results(res:dict) -> str:
-    "The tables of the README's results section, from a results dict: main table, calibration, kinds, the claim, episodes."
-    M, c = res['methods'], res.get('calibration', {})
-    best_zs = max((m for m in M if m != 'oracle_finetune'), key=lambda m: M[m]['zero_shot_acc'])
-    best_fs = max((m for m in M if M[m].get('few_shot_acc') is not None), key=lambda m: M[m]['few_shot_acc'], default=None)
-    seeds = ', '.join(map(str, res['seeds']))
-    lines = [f'| method | zero-shot acc. (%) | few-shot acc. (%) | chosen on validation tasks (seeds {seeds}) |', '|---|---|---|---|']
-    if 'chance' in c: lines.append(f"| chance (mean of 1/answers) | {_pct(c['chance'])} | | |")
-    for m, r in M.items():
-        zs, fs = _pm(r), _pm(r, 'few_shot_acc')
-        if m == best_zs: zs = f'**{zs}**'
-        if m == best_fs: fs = f'**{fs}**'
-        ch = '; '.join(f"{CHOICE_SYMBOLS.get(k, k)} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
-        lines.append(f'| {ROW_LABELS.get(m, m)} | {zs} | {fs} | {ch} |')
-    if c.get('checks'):
-        lines += ['', '| calibration target | met |', '|---|---|'] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in c['checks'].items()]
-    kinds = {m: M[m]['per_kind'] for m in ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask',
-                                          'hnet_hyperldm', 'hnet_hyperclip') if M.get(m, {}).get('per_kind')}
-    if kinds:
-        ks = list(next(iter(kinds.values())))
-        lines += ['', '| kind of question | ' + ' | '.join(kinds) + ' |', '|---|' + '---|' * len(kinds)]
-        lines += [f'| {k} | ' + ' | '.join(_pct(v.get(k)) for v in kinds.values()) + ' |' for k in ks]
-    if all(g in M for g in GUIDED) and 'oracle_finetune' in M:
-        pc = paper_claim(res)
-        lines += ['', f"The paper's claim: the best guided row, {pc['best_guided']} ({_pct(pc['best_guided_acc'])} %), "
-                  f"{'beats' if pc['beats_every_baseline'] else 'does not beat'} every baseline row by more than the seed spread "
-                  f"(it beats {sum(v['beats'] for v in pc['margins'].values())} of {len(pc['margins'])}), and closes "
-                  f"{100 * pc['gap_closed']:.0f} % of the gap between the best unconditional row ({pc['best_uncond']}) and the "
-                  "oracle (the paper's target: at least 50 %)."]
-    few = {m: r for m, r in res.get('few_shot', {}).items() if not m.startswith('_')}
-    if few:
-        ks = [k for k in next(iter(few.values())) if k.endswith('shot')]
-        lines += ['', '| N-way K-shot episodes | ' + ' | '.join(f'{k} (%)' for k in ks) + ' |', '|---|' + '---|' * len(ks)]
-        lines += [f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '') for k in ks) + ' |'
-                  for m, r in few.items()]
-    return '\n'.join(lines) + '\n'

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy
 from .baselines import weight_generator, check_finite, clipped_step
@@ -17,31 +18,10 @@ from .hypernet import (HNetConfig, PrecomputeConfig, Latents, cached_hnet, cache
                                    latent_accuracies, precompute_latents)
 
 # %% auto #0
-__all__ = ['HVAEConfig', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
-           'cached_hvae_latents', 'reconstruction_report', 'plot_reconstruction']
+__all__ = ['SPACES', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
+           'cached_hvae_latents', 'space_generator', 'reconstruction_report', 'plot_reconstruction']
 
 # %% ../nbs/07_hvae.ipynb #8efc9cbf
-@dataclass
-class HVAEConfig(ConfigBase):
-    "The hypernetwork VAE (Algorithm 8) over the HNet's precomputed adapter weights."
-    latent: int = 128          # k' [paper]
-    width: int = 128           # encoder and decoder width [paper]
-    epochs: int = 300          # one precompute pass per epoch [paper: 2000]
-    batch: int = 32            # [paper]
-    lr: float = 1e-3           # Adam [paper: 1e-4]; ours is 10x larger, so that the default trains in a minute on a CPU
-    beta_kl: float = 1.0       # weight of the KL term [paper]
-    max_norm: float = 10.0     # clip before every step [paper]
-    seed: int = 0
-    def validate(self): self.check_positive('latent', 'width', 'epochs', 'batch', 'lr', 'max_norm'); self.check_nonneg('beta_kl')
-    @classmethod
-    def tiny(cls): return cls(latent=8, width=32, epochs=15)
-    @classmethod
-    def paper(cls): return cls(epochs=2000, lr=1e-4)
-    @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
-
 class HVAE(torch.nn.Module):
     "Encoder D → width → width → 2k' and decoder k' → width → width → D; as a generator, `hvae(z)` = Dec(z)."
     def __init__(self, D:int, cfg:HVAEConfig):
@@ -141,6 +121,21 @@ def cached_hvae_latents(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfi
         precompute_latents(model.dec, model.z_init, feats, pre).save(out/'latents.safetensors')
     art = load_or_build('hvae_latents', Bundle.of(**sources, hnet=hnet_cfg, precompute=pre, hvae=cfg), build)
     return Latents.load(art.file('latents.safetensors'), cfg.latent, feats.d, 'HVAEConfig.latent')
+
+# %% ../nbs/07_hvae.ipynb #88b8ea61
+SPACES = ('hnet', 'hvae')
+
+def space_generator(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, sources:dict, space:str='hnet',
+                    hvae_cfg:HVAEConfig|None=None) -> tuple[torch.nn.Module, Latents]:
+    "(frozen generator, its precomputed latents) of a space: the HNet's G_φ, or the HVAE's decoder (both cached)."
+    if space not in SPACES: raise ConfigError(f"space {space!r}: choose one of {list(SPACES)}")
+    if space == 'hnet':
+        G, lat = cached_hnet(feats, hnet_cfg, sources)[0].G, cached_latents(feats, hnet_cfg, pre, sources)
+    else:
+        if hvae_cfg is None: raise ConfigError("space='hvae' needs hvae_cfg, the HVAEConfig of the decoder")
+        G, lat = cached_hvae(feats, hnet_cfg, pre, hvae_cfg, sources)[0].dec, cached_hvae_latents(feats, hnet_cfg, pre, hvae_cfg, sources)
+    return G.requires_grad_(False).eval(), lat
+
 
 # %% ../nbs/07_hvae.ipynb #c9edeac4
 @torch.no_grad()

@@ -11,47 +11,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
 from .baselines import weight_generator, check_finite, clipped_step, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
-from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents
+from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents, SPACES, space_generator
 
 # %% auto #0
-__all__ = ['SCALE_INIT', 'SCALE_MAX', 'SPACES', 'HyperClipConfig', 'weight_encoder', 'HyperClip', 'infonce', 'hyperclip_loss',
-           'fit_hyperclip', 'task_classification', 'guide', 'save_hyperclip', 'load_hyperclip', 'space_generator',
-           'cached_hyperclip', 'choose_guide_steps', 'hyperclip_zero_shot']
+__all__ = ['SCALE_INIT', 'SCALE_MAX', 'weight_encoder', 'HyperClip', 'infonce', 'hyperclip_loss', 'fit_hyperclip',
+           'task_classification', 'guide', 'save_hyperclip', 'load_hyperclip', 'cached_hyperclip', 'choose_guide_steps',
+           'hyperclip_zero_shot']
 
 # %% ../nbs/08_hyperclip.ipynb #f23afac3
-@dataclass
-class HyperClipConfig(ConfigBase):
-    "HyperCLIP (Algorithms 1, 9, 10): the weight encoder, its contrastive training, and the guidance of Algorithm 11."
-    width: int = 128               # encoder width [release]
-    input: str = 'weights'         # what E_ψ reads: W = G(z) [paper], or the latent z ('latent', an ablation)
-    epochs: int = 600              # one precompute pass per epoch [paper]
-    batch: int = 64                # [paper]; the last partial batch of an epoch is dropped [ours]
-    lr: float = 3e-4               # Adam [paper; release: 1e-3]
-    max_norm: float = 10.0         # clip before every step [paper]
-    logit_scale: str = 'learned'   # 'learned' from ln(1/0.07), clamped to s ∈ [1, 100] [ours]; 'fixed100' [release]
-    guide_steps: int = 50          # S [release]
-    guide_lr: float = 1e-3         # Adam on z [release]
-    guide_lam: float = 0.0         # λ of the pull back to z_init [release]
-    seed: int = 0
-    def validate(self):
-        self.check_positive('width', 'epochs', 'batch', 'lr', 'max_norm', 'guide_steps', 'guide_lr')
-        self.check_nonneg('guide_lam')
-        self.check_choice('input', ['weights', 'latent'])
-        self.check_choice('logit_scale', ['learned', 'fixed100'])
-        if self.batch < 2: self._fail('batch', 'InfoNCE needs at least 2 pairs per batch')
-    @classmethod
-    def tiny(cls): return cls(width=32, epochs=40, batch=16, lr=3e-3)
-    @classmethod
-    def paper(cls): return cls()
-    @classmethod
-    def default(cls): return cls(epochs=200)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
-
 SCALE_INIT, SCALE_MAX = 1 / 0.07, 100.0   # s = exp(ℓ) starts at 1/0.07 and is kept in [1, 100]
 
 def weight_encoder(n_in:int, n_out:int, width:int=128) -> torch.nn.Sequential:
@@ -187,19 +159,6 @@ def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig) -> Hyper
     return model.eval()
 
 # %% ../nbs/08_hyperclip.ipynb #48a12659
-SPACES = ('hnet', 'hvae')
-
-def space_generator(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, sources:dict, space:str='hnet',
-                    hvae_cfg:HVAEConfig|None=None) -> tuple[torch.nn.Module, Latents]:
-    "(frozen generator, its precomputed latents) of a space: the HNet's G_φ, or the HVAE's decoder (both cached)."
-    if space not in SPACES: raise ConfigError(f"space {space!r}: choose one of {list(SPACES)}")
-    if space == 'hnet':
-        G, lat = cached_hnet(feats, hnet_cfg, sources)[0].G, cached_latents(feats, hnet_cfg, pre, sources)
-    else:
-        if hvae_cfg is None: raise ConfigError("space='hvae' needs hvae_cfg, the HVAEConfig of the decoder")
-        G, lat = cached_hvae(feats, hnet_cfg, pre, hvae_cfg, sources)[0].dec, cached_hvae_latents(feats, hnet_cfg, pre, hvae_cfg, sources)
-    return G.requires_grad_(False).eval(), lat
-
 def cached_hyperclip(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HyperClipConfig, sources:dict,
                      space:str='hnet', hvae_cfg:HVAEConfig|None=None) -> tuple[HyperClip, dict]:
     "(HyperCLIP, history with the build's 'seconds') for a generator space ('hnet': Algorithm 9, 'hvae': Algorithm 10), trained once then loaded."

@@ -8,20 +8,20 @@ import time, dataclasses
 from dataclasses import dataclass
 import torch
 from .core import *
+from .configs import *
 from .clip_features import Features, Bundle
 from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .baselines import validation_split
 from .hypernet import pca_2d
 import numpy as np
-from .hvae import HVAEConfig
-from .hyperclip import space_generator
+from .hvae import HVAEConfig, space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
 __all__ = ['GAMMAS', 'ETAS', 'standardize', 'HyperLDM', 'clip_range', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance',
-           'choose_sampler', 'hyperldm_zero_shot', 'compare_samplers', 'plot_samples_beside_finetuned',
-           'sample_ensemble']
+           'choose_sampler', 'hyperldm_zero_shot', 'guidance_sweep', 'compare_samplers',
+           'plot_samples_beside_finetuned', 'sample_ensemble']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -129,6 +129,14 @@ def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeCo
         log.update({'gamma': float(g), 'eta': float(eta)} | ({'val_acc': val[eta], 'val_acc_by_eta': val} if val else {}))
     return ldm.sample(feats.tasks('meta_test').question, g, steps, seed, eta), G
 
+
+# %% ../nbs/10_hyperldm.ipynb #eb591ee1
+def guidance_sweep(ldm:HyperLDM, G:torch.nn.Module, tb, gammas=GAMMAS, steps:int|None=50, seed:int=0) -> dict:
+    """{γ: zero-shot accuracy on the tasks `tb`} of HyperLDM for every guidance scale, sampled in one batched call
+    (`HyperLDM.sample_sweep`) and decoded by the space's generator G: a report of how classifier-free guidance acts,
+    never used to pick γ (the rows choose γ on validation tasks, `choose_sampler`)."""
+    with torch.no_grad():
+        return {g: query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed).items()}
 
 # %% ../nbs/10_hyperldm.ipynb #8d9986e1
 def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap, functional_call
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
 from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, check_finite, task_loss,
@@ -19,42 +20,10 @@ from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, 
 from .meta_shapes import FAMILY_BY_NAME
 
 # %% auto #0
-__all__ = ['HNetConfig', 'init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
+__all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
            'hnet_meta_grad_loop', 'fit_hnet', 'latent_finetune', 'latent_accuracies', 'hnet_accuracies', 'save_hnet',
-           'load_hnet', 'PrecomputeConfig', 'random_subsets', 'Latents', 'precompute_latents', 'cached_hnet',
-           'cached_latents', 'plot_losses', 'question_kind', 'pca_2d', 'plot_latent_pca']
-
-# %% ../nbs/06_hypernet.ipynb #8a2c4651
-@dataclass
-class HNetConfig(ConfigBase):
-    "The HNet: a generator G_φ from a latent to adapter weights, meta-learned by latent-only MAML (Algorithms 4 and 7)."
-    latent: int = 32               # k, the latent width [paper: 128 at h = 256; ours: h/2]
-    hidden: int = 64               # adapter width h; the generator emits D = adapter_size(d, h) numbers
-    width: int = 128               # generator width [release]
-    epochs: int = 30               # meta-epochs over the meta-train tasks [release: 1000]
-    meta_batch: int = 32           # [paper]
-    lr: float = 1e-3               # outer Adam on (φ, z0) or (φ, P) [release]
-    inner_lr: float = 0.1          # inner SGD on the latent [release]
-    inner_steps: tuple = (10, 10)  # inclusive range of inner steps, drawn per adaptation [paper: ranges; values NR]
-    second_order: bool = False     # differentiate through the inner loop
-    roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
-    max_norm: float = 10.0         # clip of every gradient, inner and outer, before the step [paper]
-    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
-    val_every: int = 5             # epochs between validation scores
-    seed: int = 0
-    def validate(self):
-        self.check_positive('latent', 'hidden', 'width', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm', 'val_every')
-        self.check_range('val_frac', 0, 1, hi_open=True)
-        check_inner_steps(self)
-        self.check_choice('roles', ['support_query', 'query_support'])
-    @classmethod
-    def tiny(cls): return cls(latent=8, hidden=16, width=32, epochs=8, inner_steps=(1, 3), lr=1e-2)
-    @classmethod
-    def paper(cls): return cls(latent=128, hidden=256, epochs=1000)
-    @classmethod
-    def default(cls): return cls(epochs=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+           'load_hnet', 'random_subsets', 'Latents', 'precompute_latents', 'cached_hnet', 'cached_latents',
+           'plot_losses', 'question_kind', 'pca_2d', 'plot_latent_pca']
 
 # %% ../nbs/06_hypernet.ipynb #96ae2959
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
@@ -205,28 +174,6 @@ def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False) -> H
     return model.eval()
 
 # %% ../nbs/06_hypernet.ipynb #84a9b66f
-@dataclass
-class PrecomputeConfig(ConfigBase):
-    "The precomputed adaptation dataset (METHOD.md section 3): latents fine-tuned on random subsets of each task's pairs."
-    passes: int = 30           # P passes over the meta-train tasks [release: 100]
-    steps: int = 10            # SGD steps on the latent [release]
-    lr: float = 0.1            # [release]
-    min_frac: float = 2 / 3    # subset fraction f ~ U[min_frac, 1] of the pooled support ∪ query pairs [release]
-    max_norm: float = 10.0     # clip before every step [paper]
-    val_frac: float = 0.1      # meta-train tasks left out: the validation tasks of METHOD 2.1, kept unseen [ours]; 0: none
-    seed: int = 0
-    def validate(self):
-        self.check_positive('passes', 'steps', 'lr', 'max_norm'); self.check_range('min_frac', 0, 1, lo_open=True)
-        self.check_range('val_frac', 0, 1, hi_open=True)
-    @classmethod
-    def tiny(cls): return cls(passes=3)
-    @classmethod
-    def paper(cls): return cls(passes=100)
-    @classmethod
-    def default(cls): return cls(passes=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
-
 def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator) -> TaskBatch:
     "The batch with each task's support set replaced by a random ceil(f·n) of its n pooled pairs, f ~ U[min_frac, 1] (others -1)."
     x, y = torch.cat([tb.xs, tb.xq], 1), torch.cat([tb.ys, tb.yq], 1)     # pooled pairs [B, S+Q, d], [B, S+Q]

@@ -4,6 +4,8 @@
 
 # %% ../nbs/01_meta_shapes.ipynb #892f515d
 from __future__ import annotations
+# Over 300 lines for a reason: one world in two versions: vocabulary, question families, scenes, captions, rendering, the task planner
+# and the builder all read the same definitions (and v1 stays a preset); split, one world would be spread over modules.
 import json, math, random, itertools, hashlib, os, sys, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -748,7 +750,7 @@ def load_scenes(ds:MetaDataset) -> dict[str, list[Obj]]:
 
 def meta_shapes(cfg:MetaShapesConfig|None=None, root:Path|None=None) -> MetaDataset:
     "The Meta-Shapes dataset for `cfg` (default: `tiny()` under test, else `default()`), built once into the cache."
-    cfg = cfg or (MetaShapesConfig.tiny() if IN_TEST else MetaShapesConfig.default())
+    cfg = cfg or MetaShapesConfig.default()
     art = load_or_build('meta_shapes', cfg, build_meta_shapes, root)
     return load_dataset(art.path, 'metashapes')
 

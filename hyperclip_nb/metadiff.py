@@ -4,11 +4,14 @@
 
 # %% ../nbs/11_metadiff.ipynb #md000003
 from __future__ import annotations
+# Over 300 lines for a reason: MetaDiff is a method of its own: episodes, the gradient-conditioned denoiser, training, sampling, its
+# baselines on the same episodes, and the memory benchmark behind the paper's claim against MAML.
 import copy, json, math, os, subprocess, sys, time
 from dataclasses import dataclass
 import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
+from .configs import *
 from .clip_features import Features, TaskBatch, Bundle, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
@@ -17,59 +20,11 @@ from .diffusion import NoiseSchedule, linear_betas, q_sample, ddpm_step, ddim_st
 from .hypernet import cached_hnet, HNetConfig, pca_2d
 
 # %% auto #0
-__all__ = ['METHODS', 'MetaDiffConfig', 'Episodes', 'EpisodeSampler', 'synthetic_episodes', 'cosine_logits', 'episode_accuracy',
-           'support_grad', 'MetaDiffDenoiser', 'diffusion_space', 'grad_count', 'metadiff_loss', 'metadiff_schedule',
-           'ema_update_', 'fit_metadiff', 'metadiff_sample', 'episode_tasks', 'episode_finetune_accuracy',
-           'prototype_accuracies', 'cached_metadiff', 'metadiff_few_shot', 'memory_probe', 'bench_memory',
-           'plot_accuracy_vs_shots', 'plot_trajectory']
-
-# %% ../nbs/11_metadiff.ipynb #md000007
-@dataclass
-class MetaDiffConfig(ConfigBase):
-    "MetaDiff (Zhang et al., AAAI 2024) on frozen CLIP features: episodes, denoiser, training, sampling, evaluation."
-    ways: int = 5                  # N = min(ways, #eligible answers) [paper: 5-way]
-    queries: int = 15              # at most this many query pairs per class [paper]
-    shots: tuple = (1, 5)          # K values; one model is trained per K [paper: 1 and 5, trained separately]
-    scale: float = 10.0            # cosine-classifier logit scale [paper]
-    support_loss: str = 'mean'     # 'sum': g = 2 n_c (w - p̂) [paper]; 'mean': g = 2 (w - p̂), the class-averaged loss [ours]
-    anchor: str = 'none'           # 'none': diffuse w itself; 'text': diffuse w - t̂ (zero = zero-shot CLIP) [ours; 'none' measured better]
-    radius: float = 1.0            # norm of the normalized features in diffusion space; 0: sqrt(d), unit RMS per dim [ours]
-    T: int = 1000                  # diffusion steps [paper]
-    beta_start: float = 1e-4       # linear β [paper]
-    beta_end: float = 0.02
-    temb: int = 320                # time embedding 2·160 [paper]
-    width1: int = 64               # d → width1 → width2 → width2 → width1 → d [paper: 256]
-    width2: int = 32               # [paper: 128]
-    gate_hidden: int = 160         # time gate 320 → 160 → 1 [paper]
-    steps: int = 1500              # optimizer steps per K
-    batch: int = 32                # episodes per batch [paper: 8]
-    lr: float = 1e-3               # Adam [paper: 1e-4]
-    weight_decay: float = 5e-4     # Adam's L2 weight decay [paper]
-    max_norm: float = 10.0         # gradient clip before every step [METHOD, all stages]
-    ema: float = 0.995             # EMA decay of the sampling denoiser, updated after EVERY step [paper's release: 0.9999, never updated]
-    ema_start: int = 100           # the EMA copies the live weights for the first `ema_start` steps [release: 2000]
-    sample_steps: int = 0          # 0: the full deterministic chain over all T steps; else strided deterministic (DDIM η=0)
-    test_episodes: int = 2000      # meta-test episodes per K [METHOD: >= 2000]
-    seed: int = 0
-    def validate(self):
-        self.check_positive('ways', 'queries', 'scale', 'T', 'temb', 'width1', 'width2', 'gate_hidden', 'steps', 'batch',
-                            'lr', 'max_norm', 'test_episodes')
-        self.check_nonneg('radius', 'weight_decay', 'ema_start', 'sample_steps')
-        if self.ways < 2: self._fail('ways', 'must be >= 2 (an episode needs two classes)')
-        if not self.shots or not all(isinstance(k, int) and k >= 1 for k in self.shots):
-            self._fail('shots', 'must be a non-empty tuple of integers >= 1')
-        self.check_choice('anchor', ['text', 'none'])
-        self.check_choice('support_loss', ['sum', 'mean'])
-        if not 0 < self.beta_start < self.beta_end < 1: self._fail('beta_end', f'need 0 < beta_start={self.beta_start} < beta_end < 1')
-        if self.temb % 2: self._fail('temb', 'must be even (cos and sin halves)')
-        self.check_range('ema', 0, 1, hi_open=True)
-        if self.sample_steps > self.T: self._fail('sample_steps', f'must be <= T={self.T} (0: all T steps)')
-    @classmethod
-    def tiny(cls): return cls(shots=(1, 2), T=100, temb=32, width1=32, width2=16, gate_hidden=16, steps=100, batch=16,
-                              lr=3e-3, ema=0.9, ema_start=20, test_episodes=60)
-    @classmethod
-    def paper(cls): return cls(width1=256, width2=128, steps=100 * 10_000, batch=8, lr=1e-4, ema=0.9999, ema_start=2000,
-                               test_episodes=2000)
+__all__ = ['METHODS', 'Episodes', 'EpisodeSampler', 'synthetic_episodes', 'cosine_logits', 'episode_accuracy', 'support_grad',
+           'MetaDiffDenoiser', 'diffusion_space', 'grad_count', 'metadiff_loss', 'metadiff_schedule', 'ema_update_',
+           'fit_metadiff', 'metadiff_sample', 'episode_tasks', 'episode_finetune_accuracy', 'prototype_accuracies',
+           'cached_metadiff', 'metadiff_few_shot', 'memory_probe', 'bench_memory', 'plot_accuracy_vs_shots',
+           'plot_trajectory']
 
 # %% ../nbs/11_metadiff.ipynb #md000010
 @dataclass
@@ -357,12 +312,11 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
                       per_episode:dict|None=None) -> dict:
     """{method: {'{K}shot': mean query accuracy, '{K}shot_ci95': 1.96·std/sqrt(E)}} over the same E meta-test episodes
     per K, for MetaDiff, its s ≡ 1 ablation and the baselines. `cfgs`: `stage_configs(preset)` or a preset name;
-    `cfg` (else `cfgs['metadiff']`, else the tiny preset under test and default otherwise)."""
-    if isinstance(cfgs, str):
-        from hyperclip_nb.evaluation import stage_configs
-        preset, cfgs = cfgs, stage_configs(cfgs)
-        cfg = cfg or get_preset(MetaDiffConfig, preset)
-    cfg = cfg or cfgs.get('metadiff') or (MetaDiffConfig.tiny() if IN_TEST else MetaDiffConfig.default())
+    `cfg` (else `cfgs['metadiff']`); every
+    trained stage's config gets `seed` (`seed_configs`)."""
+    if isinstance(cfgs, str): cfgs = stage_configs(cfgs)
+    if (cfg := cfg or cfgs.get('metadiff')) is None: raise ConfigError("metadiff_few_shot: pass cfg=MetaDiffConfig(...) or cfgs with a 'metadiff' entry")
+    cfgs = seed_configs(cfgs | {'metadiff': cfg}, seed); cfg = cfgs['metadiff']   # one seed's configs, as `seed_configs` writes them
     if unknown := set(methods) - set(METHODS): raise ConfigError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
     n = n_episodes or cfg.test_episodes
     sources = {'data': cfgs['data'], 'clip': cfgs['clip']}
@@ -371,16 +325,16 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
     starts = {}
     if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=seed)[0], None)
     if 'mnet_maml' in methods:
-        with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'].replace(seed=seed))[0], None)
+        with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'])[0], None)
     if 'hnet_maml' in methods:
         with timed(timings, 'hnet_maml_train'):
-            hnet, _ = cached_hnet(feats, cfgs['hnet'].replace(seed=seed), sources, conditional=False)
+            hnet, _ = cached_hnet(feats, cfgs['hnet'], sources, conditional=False)
         starts['hnet_maml'] = (hnet.init_latent, hnet.G)
     for K in cfg.shots:
         ep = EpisodeSampler(feats, 'meta_test', K, cfg.ways, cfg.queries).test_episodes(n, generator=seed * 1000 + K)
         accs = {k: v for k, v in prototype_accuracies(ep, cfg.scale).items() if k in methods}
         if {'metadiff', 'metadiff_gate1'} & set(methods):
-            with timed(timings, f'metadiff_train_{K}shot'): model, sched, _ = cached_metadiff(feats, cfg.replace(seed=seed), K, sources)
+            with timed(timings, f'metadiff_train_{K}shot'): model, sched, _ = cached_metadiff(feats, cfg, K, sources)
             for name, one in (('metadiff', False), ('metadiff_gate1', True)):
                 if name not in methods: continue
                 with timed(timings, f'{name}_sample_{K}shot'):

@@ -23,7 +23,7 @@ def test_readme_sections_match_index():
     readme = _section(README, '## Results\n', '## Citation').replace('](nbs/results/', '](results/')
     assert readme == _index_cell('## Results')
 
-from hyperclip_nb.evaluation import readme_results, ROW_LABELS
+from hyperclip_nb.report import readme_results, ROW_LABELS
 
 def test_readme_tables_are_generated_from_results_json():
     "The README's results tables are exactly `readme_results` of the committed results.json (and so is the docs home)."
