@@ -1,6 +1,6 @@
 """Checks on the package as a whole: dependencies, version, safe loading, and that `hyperclip_nb/` is exactly what
 the notebooks export."""
-import ast, os, shutil, subprocess, sys, tempfile
+import ast, os, re, shutil, subprocess, sys, tempfile
 from configparser import ConfigParser
 from pathlib import Path
 from conftest import REPO, nbdev_config, notebooks
@@ -106,3 +106,43 @@ def test_library_matches_notebooks():
                                f'no notebook writes {sorted(map(str, ours - fresh))}')
         stale = [str(p) for p in sorted(fresh) if (tmp/'hyperclip_nb'/p).read_text(encoding='utf-8') != (LIB/p).read_text(encoding='utf-8')]
         assert not stale, f'hyperclip_nb/ differs from the notebooks in {stale}; run nbdev_export (and nbdev_clean) and commit'
+
+
+def _stage_order():
+    "The library's modules in the order of their notebooks (`#| default_exp`): the pipeline, first stage first."
+    order = []
+    for nb in notebooks():
+        text = nb.read_text(encoding='utf-8')
+        mod = next(iter(re.findall(r'#\| default_exp (\w+)', text)), None)
+        if mod and mod not in order: order.append(mod)
+    return order
+
+
+def _imports_of(path):
+    "Every hyperclip_nb module that `path` imports, at the top or inside a function (a lazy import is still an edge)."
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1: out |= {node.module} if node.module else {a.name for a in node.names}
+            elif node.module and node.module.startswith('hyperclip_nb'):
+                out |= {node.module.split('.')[1]} if '.' in node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('hyperclip_nb.')}
+    return out - {'_modidx'}
+
+
+def test_import_graph_is_a_pipeline():
+    # Every module imports only modules whose notebooks come before its own: no circle, and no stage reaches forward.
+    order = _stage_order()
+    assert {'core', 'configs', 'pipeline', 'evaluation', 'report', 'reproduce'} <= set(order), order
+    bad = [f'{mod} imports {dep}' for mod in order for dep in sorted(_imports_of(LIB/f'{mod}.py'))
+           if dep not in order or order.index(dep) >= order.index(mod)]
+    assert not bad, 'imports of a later (or the same) stage: ' + '; '.join(bad)
+    assert _imports_of(LIB/'configs.py') <= {'core', 'meta_shapes'}, _imports_of(LIB/'configs.py')
+
+
+def test_long_modules_say_why():
+    # A module over 300 lines says at its top why it is not split.
+    long = [p for p in LIB.glob('*.py') if p.name not in NOT_EXPORTED and len(p.read_text().splitlines()) > 300]
+    silent = [p.name for p in long if 'Over 300 lines' not in '\n'.join(p.read_text().splitlines()[:20])]
+    assert not silent, f'modules over 300 lines without a reason at the top: {silent}'
