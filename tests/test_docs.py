@@ -43,3 +43,19 @@ def test_readme_calibration_matches_results_json():
     "The calibration sentence states how many targets hold; results.json records the same checks."
     checks = RESULTS['calibration']['checks']
     assert f"{sum(checks.values())} of the {len(checks)} calibration targets hold" in README
+
+def _map_rows(text:str, prefix:str) -> list:
+    "(notebook, module) of each row of a notebook map, in order."
+    sec = text[text.index('## Notebook map'):]
+    sec = sec[:sec.index('## Running on Meta-VQA')] if '## Running on Meta-VQA' in sec else sec
+    return [(m[1], m[2]) for m in re.finditer(rf'^\| \[(\w+)\]\({re.escape(prefix)}\1\.ipynb\) \| `?([\w.]*)`? \|', sec, re.M)]
+
+def test_notebook_map_lists_every_notebook():
+    "README's and the docs home's notebook maps list every notebook, in file order, with the module it exports."
+    want = [('index', '')]
+    for p in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
+        src = ''.join(json.loads(p.read_text())['cells'][0]['source'])
+        m = re.search(r'#\| default_exp (\w+)', src)
+        want.append((p.stem, f'hyperclip_nb.{m[1]}' if m else ''))
+    assert _map_rows(README, 'nbs/') == want
+    assert _map_rows(_index_cell('## Notebook map'), '') == want
