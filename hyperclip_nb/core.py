@@ -15,10 +15,10 @@ from filelock import FileLock
 from safetensors.torch import save_file as _st_save, load_file as _st_load
 
 # %% auto #0
-__all__ = ['IN_TEST', 'PRESETS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed', 'as_generator',
-           'ConfigBase', 'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors',
-           'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build', 'progress',
-           'timed', 'set_plot_style', 'num_threads_for_tests']
+__all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed',
+           'as_generator', 'ConfigBase', 'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
+           'save_tensors', 'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build',
+           'cache_digest', 'progress', 'timed', 'set_plot_style', 'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -277,6 +277,28 @@ def load_or_build(stage:str, cfg:ConfigBase, build:typing.Callable, root:Path|No
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return read_artifact(final, stage, cfg)
+
+# %% ../nbs/00_core.ipynb #c0d16e52
+VOLATILE_KEYS = ('seconds', 'created')    # JSON keys holding wall-clock time: any key containing one of these
+
+def _drop_volatile(o):
+    if isinstance(o, dict): return {k: _drop_volatile(v) for k, v in o.items() if not any(s in k for s in VOLATILE_KEYS)}
+    if isinstance(o, list): return [_drop_volatile(v) for v in o]
+    return o
+
+def cache_digest(root:str|Path|None=None) -> dict:
+    """{'<stage>/<key>/<file>': sha256} of every file of every complete artifact under `root` (default `cache_dir()`);
+    JSON files are hashed without their wall-clock fields (`VOLATILE_KEYS`). Hidden entries (builds in progress) and
+    lock files are skipped."""
+    root, out = Path(root) if root is not None else cache_dir(), {}
+    if not root.exists(): return out
+    for stage in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.')):
+        for d in sorted(p for p in stage.iterdir() if not p.name.startswith('.') and not p.name.endswith('.lock')):
+            for f in sorted(p for p in d.rglob('*') if p.is_file()):
+                data = (json.dumps(_drop_volatile(json.loads(f.read_text())), sort_keys=True).encode()
+                        if f.suffix == '.json' else f.read_bytes())
+                out[f'{stage.name}/{d.name}/{f.relative_to(d)}'] = hashlib.sha256(data).hexdigest()
+    return out
 
 # %% ../nbs/00_core.ipynb #76877a94
 def progress(iterable=None, desc:str|None=None, total:int|None=None, leave:bool=False, **kwargs):

@@ -6,7 +6,8 @@
 - `test_sigkill_never_corrupts_and_resumes` kills a training chain at >= 10 random points (seeded), checks that every
   artifact in the cache is absent or loadable after each kill, and that the resumed run equals an uninterrupted one.
 - `test_concurrent_load_or_build`: 4 processes race for one artifact; it is built once and all read the same bytes.
-- `test_reproduce_is_deterministic`: two `reproduce --config tiny` runs in fresh caches give the same numbers.
+- Determinism of the whole pipeline (two tiny runs in fresh caches) is checked in `nbs/12c_reproduce.ipynb`,
+  so that the suite runs the tiny `reproduce` only twice.
 """
 import builtins, dataclasses, hashlib, json, os, pickle, random, shutil, signal, subprocess, sys, time
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from hyperclip_nb.core import (ConfigBase, ConfigError, DataError, HyperclipError, get_preset, load_or_build,
+from hyperclip_nb.core import (cache_digest, ConfigBase, ConfigError, DataError, HyperclipError, get_preset, load_or_build,
                                read_artifact, artifact_dir, save_tensors, load_tensors, atomic_write_json)
 from hyperclip_nb.tasks import load_split, load_dataset, load_templates, parse_task, tiny_split_obj
 from hyperclip_nb import meta_shapes as ms
@@ -527,32 +528,6 @@ def test_cli_exit_code_in_a_real_process(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Interruption: SIGKILL at random points of a training chain
 # ---------------------------------------------------------------------------------------------------------------
-VOLATILE = ('seconds', 'created')
-
-
-def _strip(o):
-    if isinstance(o, dict): return {k: _strip(v) for k, v in o.items() if not any(s in k for s in VOLATILE)}
-    if isinstance(o, list): return [_strip(v) for v in o]
-    return o
-
-
-def cache_digest(cache: Path) -> dict:
-    "A digest of every file of every artifact, ignoring timings and creation times."
-    out = {}
-    for stage, d in artifact_dirs(cache):
-        for f in sorted(p for p in d.rglob('*') if p.is_file()):
-            rel = f'{stage}/{d.name}/{f.relative_to(d)}'
-            if f.suffix == '.json': data = json.dumps(_strip(json.loads(f.read_text())), sort_keys=True).encode()
-            else: data = f.read_bytes()
-            out[rel] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-def _child_env(cache: Path) -> dict:
-    return os.environ | {'HYPERCLIP_NB_CACHE': str(cache), 'IN_TEST': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1',
-                         'PYTHONWARNINGS': 'ignore'}
-
-
 def forkserver():
     """A multiprocessing context whose server process has imported torch, open_clip and hyperclip_nb once: each child
     is a fresh OS process (killable with SIGKILL, its own file locks) that starts in milliseconds, not seconds."""
@@ -636,25 +611,3 @@ def test_concurrent_load_or_build(tmp_path):
     assert check_artifacts_loadable(root) == 1
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Determinism of the whole pipeline
-# ---------------------------------------------------------------------------------------------------------------
-def test_reproduce_is_deterministic(tmp_path):
-    "Two `reproduce --config tiny --seeds 1` runs, each in its own fresh cache: the same numbers in results.json."
-    procs = []
-    for run in ('a', 'b'):
-        cmd = [sys.executable, '-m', 'hyperclip_nb', 'reproduce', '--config', 'tiny', '--seeds', '1', '--out', str(tmp_path/run/'out')]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=_child_env(tmp_path/run/'cache'), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-    res = [json.loads((tmp_path/run/'out'/'results.json').read_text()) for run in ('a', 'b')]
-    for r in res: r.pop('timings_s'); r.pop('versions')
-    assert res[0]['methods'], 'no method was scored'
-    assert res[0] == res[1], 'two runs with the same seed differ'
-    # every checkpoint in the cache is safetensors plus JSON (PNG: the rendered Meta-Shapes images)
-    files = [p for p in (tmp_path/'a'/'cache').rglob('*') if p.is_file() and not p.name.endswith('.lock')]
-    assert files and all(p.suffix in ('.safetensors', '.json', '.png') for p in files), \
-        sorted({p.suffix for p in files} - {'.safetensors', '.json', '.png'})
-    assert cache_digest(tmp_path/'a'/'cache') == cache_digest(tmp_path/'b'/'cache'), 'the two caches differ'
