@@ -304,7 +304,7 @@ def cache_digest(root:str|Path|None=None) -> dict:
 def progress(iterable=None, desc:str|None=None, total:int|None=None, leave:bool=False, **kwargs):
     "A `tqdm.auto` bar on long loops; silent under test or when HYPERCLIP_NB_QUIET is set."
     from tqdm.auto import tqdm
-    disable = IN_TEST or bool(os.environ.get('HYPERCLIP_NB_QUIET')) or kwargs.pop('disable', False)
+    disable = kwargs.pop('disable', False) or IN_TEST or bool(os.environ.get('HYPERCLIP_NB_QUIET'))   # pop first: always
     return tqdm(iterable, desc=desc, total=total, leave=leave, disable=disable, **kwargs)
 
 @contextlib.contextmanager
