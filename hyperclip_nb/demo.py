@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from .core import *
 from . import meta_shapes as ms
-from .clip_features import metashapes_features, load_clip, encode_texts, to_uint8, normalize_images
+from .clip_features import load_clip, encode_texts, to_uint8, normalize_images
 from .clip_adapter import adapter_logits, identity_adapter
-from .hvae import space_generator
-from .hyperclip import HyperClip, cached_hyperclip, guide
-from .hyperldm import HyperLDM, cached_hyperldm
+from .hyperclip import HyperClip, guide
+from .hyperldm import HyperLDM
 from .configs import stage_configs
+from .pipeline import Run
 
 # %% auto #0
 __all__ = ['METHODS', 'DemoInputError', 'normalize_question', 'known_questions', 'find_family', 'UnknownWordsError',
@@ -81,15 +81,11 @@ class DemoState:
         "Load (or build, through the cache) everything for `preset` ('tiny', 'default', ...); kept in memory per preset and cache."
         key = (preset, str(cache_dir()))
         if key in _STATES: return _STATES[key]
-        cfgs = stage_configs(preset)
-        sources = {'data': cfgs['data'], 'clip': cfgs['clip']}
-        feats = metashapes_features(cfgs['data'], cfgs['clip'])
-        clip, tok, size = load_clip(cfgs['clip'], cfgs['data'])
-        G, lat = space_generator(feats, cfgs['hnet'], cfgs['precompute'], sources, 'hnet')
-        ldm, _ = cached_hyperldm(feats, cfgs['hnet'], cfgs['precompute'], cfgs['hyperldm'], sources)
-        hc, _ = cached_hyperclip(feats, cfgs['hnet'], cfgs['precompute'], cfgs['hyperclip'], sources)
-        seen = {q: name for name, s in feats.splits.items() for q in s.questions}
-        _STATES[key] = cls(preset, cfgs, clip.eval(), tok, size, G, lat.z_init, ldm, hc.eval(), seen)
+        run = Run(stage_configs(preset), seed=0)        # the models of seed 0, as the results table's first seed
+        clip, tok, size = load_clip(run.cfgs['clip'], run.cfgs['data'])
+        seen = {q: name for name, s in run.features().splits.items() for q in s.questions}
+        _STATES[key] = cls(preset, run.cfgs, clip.eval(), tok, size, run.generator('hnet'), run.latents('hnet').z_init,
+                           run.hyperldm('hnet'), run.hyperclip('hnet').eval(), seen)
         return _STATES[key]
 
 # %% ../nbs/14_demo.ipynb #d9a95f26
