@@ -10,15 +10,16 @@ import numpy as np
 import torch
 from torch.func import grad, grad_and_value, vmap
 from .core import *
+from .training import *
 from .configs import *
 from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0
-__all__ = ['meta_batches', 'check_finite', 'clipped_step', 'validation_split', 'meta_train', 'fit_uncond_multitask',
-           'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad',
-           'maml_meta_grad_loop', 'synthetic_tasks', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator',
-           'fit_cond_multitask', 'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film']
+__all__ = ['meta_batches', 'validation_split', 'meta_train', 'fit_uncond_multitask', 'eval_shared_weights', 'task_loss',
+           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop',
+           'synthetic_tasks', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'fit_cond_multitask',
+           'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
@@ -27,16 +28,6 @@ def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list
     return list(perm.split(batch_size))
 
 # %% ../nbs/05_baselines.ipynb #44badc67
-def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the learning rate'):
-    "Raise a FloatingPointError naming the stage and step when `loss` is NaN or inf."
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(f"{stage}: loss is {loss.detach().flatten()[0].item()} at step {step}; {hint}")
-
-def clipped_step(opt:torch.optim.Optimizer, params, max_norm:float) -> bool:
-    "Clip the gradient of `params` to norm `max_norm`, then take the optimizer step (the paper's order); True if the clip acted."
-    clipped = bool(torch.nn.utils.clip_grad_norm_(params, max_norm) > max_norm)
-    opt.step(); return clipped
-
 def validation_split(n_tasks:int, frac:float, seed:int=2021) -> tuple[torch.Tensor, torch.Tensor]:
     "A fixed, seeded split of the meta-train task indices into (training, validation); the same for every method and seed."
     perm = torch.randperm(n_tasks, generator=as_generator(seed))
@@ -44,41 +35,22 @@ def validation_split(n_tasks:int, frac:float, seed:int=2021) -> tuple[torch.Tens
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, stage:str,
-               hint:str='lower the learning rate', on_epoch=None, val_score=None) -> dict:
+               hint:str='lower the learning rate', on_epoch=None, val_score=None, backward:bool=True) -> dict:
     """The outer loop every meta-learner shares: `cfg.epochs` meta-epochs of seeded meta-batches of `cfg.meta_batch`
-    meta-train tasks. `batch_step(tb, g)` returns the per-task losses [B] with the mean gradient left in each
-    parameter's `.grad`; the loop checks them, clips the gradient at `cfg.max_norm`, then takes the Adam step.
+    meta-train tasks, run by `train_loop`. `batch_step(tb, g)` returns the per-task losses [B]; the driver checks
+    them, backpropagates their mean (with `backward=False`, MAML's, the meta-gradient is already in `.grad`), clips
+    the gradient at `cfg.max_norm`, then takes the Adam step; the history holds each epoch's mean loss.
     With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
     meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept."""
-    opt = torch.optim.Adam(params, lr=cfg.lr)
     n_tasks = len(feats.splits['meta_train'].questions)
     train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0)
     val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
-    hist = {'loss': []}; step = n_clipped = 0; best = None
-    for epoch in progress(range(cfg.epochs), desc=stage):
-        losses = []
-        for idx in meta_batches(len(train_idx), cfg.meta_batch, g):
-            opt.zero_grad()
-            loss = batch_step(feats.tasks('meta_train', train_idx[idx]), g)
-            check_finite(loss, stage, step, hint)
-            n_clipped += clipped_step(opt, params, cfg.max_norm)
-            step += 1; losses.append(loss.mean().item())
-        hist['loss'].append(float(np.mean(losses)))
-        if on_epoch: on_epoch(epoch, hist)
-        if val_tb is not None and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
-            with torch.no_grad(): acc = float(val_score(val_tb))
-            hist.setdefault('val_acc', []).append((epoch + 1, acc))
-            if best is None or acc > best[0]: best = (acc, epoch + 1, [p.detach().clone() for p in params])
-    if best is not None:   # early stopping: the parameters of the best validation score
-        with torch.no_grad():
-            for p, b in zip(params, best[2]): p.copy_(b)
-        hist['best_val_acc'], hist['best_epoch'] = best[0], best[1]
-    hist['clip_fraction'] = n_clipped / max(1, step)
-    return hist
-
-def _backward(losses:torch.Tensor) -> torch.Tensor:
-    "The multitask batch step's tail: backpropagate the batch mean and hand back the per-task losses."
-    losses.mean().backward(); return losses.detach()
+    log = train_loop(params, lambda idx: batch_step(feats.tasks('meta_train', train_idx[idx]), g),
+                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g), cfg.epochs,
+                     stage=stage, hint=hint, lr=cfg.lr, max_norm=cfg.max_norm, backward=backward, record='epoch',
+                     on_epoch=on_epoch, val_score=(lambda: val_score(val_tb)) if val_tb is not None else None,
+                     val_every=getattr(cfg, 'val_every', 1))
+    return {**log.history, 'clip_fraction': log.clip_fraction}
 
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
     "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (θ, history)."
@@ -88,7 +60,7 @@ def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Ten
     def log(epoch, hist):
         if (epoch + 1) % cfg.log_every == 0 or epoch == cfg.epochs - 1:
             hist.setdefault('train_acc', []).append((epoch + 1, query_accuracy(theta.detach(), train).mean().item()))
-    hist = meta_train([theta], lambda tb, g: _backward(support_loss(theta, tb)), feats, cfg, g, 'uncond_multitask',
+    hist = meta_train([theta], lambda tb, g: support_loss(theta, tb), feats, cfg, g, 'uncond_multitask',
                       on_epoch=log, val_score=lambda tb: query_accuracy(theta, tb).mean())
     return theta.detach(), hist
 
@@ -186,7 +158,7 @@ def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
                                             cfg.inner_lr, cfg.max_norm, cfg.second_order, cfg.roles)
         return losses
     hist = meta_train([theta], batch_step, feats, cfg, g, 'uncond_mnet_maml', 'lower MamlConfig.lr or MamlConfig.inner_lr',
-                      val_score=lambda tb: query_accuracy(theta, tb).mean())
+                      val_score=lambda tb: query_accuracy(theta, tb).mean(), backward=False)
     return theta.detach(), hist
 
 # %% ../nbs/05_baselines.ipynb #d004b164
@@ -230,7 +202,7 @@ def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.n
     "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (H, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     H = weight_generator(feats.d, adapter_size(feats.d, cfg.hidden), cfg.width)
-    hist = meta_train(list(H.parameters()), lambda tb, g: _backward(support_loss(H(tb.question), tb)), feats, cfg, g,
+    hist = meta_train(list(H.parameters()), lambda tb, g: support_loss(H(tb.question), tb), feats, cfg, g,
                       'cond_multitask', val_score=lambda tb: query_accuracy(H(tb.question), tb).mean())
     return H.eval(), hist
 
@@ -269,6 +241,6 @@ def fit_cond_multitask_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, 
     "Train θ and the FiLM net together on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (model, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     model = FilmModel(feats.d, cfg.hidden, cfg.width, generator=g)
-    hist = meta_train(list(model.parameters()), lambda tb, g: _backward(support_loss(model(tb.question), tb)), feats, cfg,
+    hist = meta_train(list(model.parameters()), lambda tb, g: support_loss(model(tb.question), tb), feats, cfg,
                       g, 'cond_multitask_film', val_score=lambda tb: query_accuracy(model(tb.question), tb).mean())
     return model.eval(), hist

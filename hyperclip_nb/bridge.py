@@ -12,7 +12,7 @@ from .core import *
 from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter, n_shot_batch
-from .baselines import check_finite, clipped_step
+from .training import Draws, train_loop
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q_sample, ddim_sample
 from .hyperldm import standardize, clip_range, hyperldm_zero_shot
@@ -124,9 +124,8 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
     G = G.requires_grad_(False)
     bridge = Bridge(BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden),
                     NoiseSchedule.from_name(cfg.schedule, cfg.T), mu, sigma, G, x0_all.abs().max().item())
-    opt = torch.optim.Adam(bridge.model.parameters(), lr=cfg.lr)
-    hist, stats, t0 = {'loss': []}, {}, time.perf_counter()
-    for step in progress(range(cfg.steps), desc='bridge'):
+    stats = {}
+    def draw():
         rows = torch.randint(0, len(x0_all), (cfg.batch,), generator=gen)
         b = task[rows]
         K = torch.randint(1, cfg.k_max + 1, (cfg.batch,), generator=gen)
@@ -134,13 +133,12 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
         tb = dataclasses.replace(tb_all, xs=xs, ys=ys, xq=xs[:, :0], yq=ys[:, :0],
                                  prompts=tb_all.prompts[b], answer_mask=tb_all.answer_mask[b], question=tb_all.question[b],
                                  questions=[], families=[])
-        loss = bridge_loss(bridge, x0_all[rows], q_all[rows], tb, cfg, gen, stats)
-        check_finite(loss, 'bridge', step)
-        opt.zero_grad(); loss.backward()
-        clipped_step(opt, list(bridge.model.parameters()), cfg.max_norm)
-        hist['loss'].append(loss.item())
+        return rows, tb
+    loss_fn = lambda batch: bridge_loss(bridge, x0_all[batch[0]], q_all[batch[0]], batch[1], cfg, gen, stats)
+    log = train_loop(list(bridge.model.parameters()), loss_fn, Draws(cfg.steps, draw), stage='bridge', lr=cfg.lr,
+                     max_norm=cfg.max_norm)
     n = cfg.steps * cfg.batch
-    hist.update({f'null_{k_}_frac': v / n for k_, v in stats.items()}, seconds=time.perf_counter() - t0)
+    hist = {**log.history, **{f'null_{k_}_frac': v / n for k_, v in stats.items()}, 'seconds': log.seconds}
     bridge.model.eval()
     return bridge, hist
 

@@ -13,18 +13,20 @@ import numpy as np
 import torch, torch.nn.functional as F
 from PIL import Image
 from .core import *
+from .training import Draws, TrainLog, train_loop
 from .configs import *
 from .tasks import Task, TaskSplit, MetaDataset
 from . import meta_shapes as ms
 
 # %% auto #0
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'N_COUNT_HEADS', 'to_uint8', 'normalize_images', 'build_tiny_clip',
-           'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots', 'n_conjunctions',
-           'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say', 'clip_loss',
-           'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower', 'train_tiny_clip',
-           'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower', 'tune_text_on_captions',
-           'Bundle', 'clip_key', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts',
-           'encode_images', 'SplitIndex', 'TaskBatch', 'Features', 'extract_features', 'metashapes_features']
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'CLIP_MAX_NORM', 'N_COUNT_HEADS', 'to_uint8', 'normalize_images',
+           'build_tiny_clip', 'ClosedVocabTokenizer', 'metashapes_texts', 'pretraining_pool', 'scene_slots',
+           'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
+           'clip_loss', 'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower',
+           'train_tiny_clip', 'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower',
+           'tune_text_on_captions', 'Bundle', 'clip_key', 'load_pretrained_clip', 'load_clip',
+           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
+           'extract_features', 'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #401ba05d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -179,8 +181,16 @@ def clip_loss(img_f:torch.Tensor,   # [N, d] normalized image features
 def _cosine_lr(step:int, total:int, peak:float, warm:int=50) -> float:
     return peak * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
-def _check(loss, stage, step, cfg_field):
-    if not torch.isfinite(loss): raise FloatingPointError(f"tiny CLIP {stage}: loss is {loss.item()} at step {step}; lower ClipConfig.{cfg_field}")
+CLIP_MAX_NORM = 10.0   # the tiny CLIP's gradient clip: METHOD.md clips every stage's steps at 10 (ClipConfig has no knob)
+
+def _tower_loop(params:list, loss_fn, steps:int, cfg:ClipConfig, g:torch.Generator, n_train:int, stage:str,
+                desc:str) -> TrainLog:
+    """One tiny-CLIP stage through `train_loop`: `steps` AdamW steps with warm-up and cosine decay, clipped at
+    CLIP_MAX_NORM, each on a random batch of `cfg.batch_size` pool indices < n_train; `loss_fn(idx)` is its loss."""
+    return train_loop(params, loss_fn, Draws(steps, lambda: torch.randint(0, n_train, (cfg.batch_size,), generator=g)),
+                      stage=f'tiny CLIP {stage}', hint='lower ClipConfig.lr', optimizer='adamw', lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, lr_schedule=lambda step: _cosine_lr(step, steps, cfg.lr),
+                      max_norm=CLIP_MAX_NORM, desc=desc)
 
 def pretrain_image_tower(model, imgs:torch.Tensor, labels:torch.Tensor, counts:torch.Tensor, cfg:ClipConfig,
                          g:torch.Generator, n_train:int) -> dict:
@@ -188,19 +198,14 @@ def pretrain_image_tower(model, imgs:torch.Tensor, labels:torch.Tensor, counts:t
     K = n_conjunctions(); n_slots = labels.shape[1]; n_counts = counts.shape[1]; KC = int(counts.max()) + 1
     head = torch.nn.Linear(cfg.embed_dim, n_slots * K + n_counts * KC)
     params = list(model.visual.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     embed = lambda x: F.normalize(model.visual(normalize_images(x)), dim=-1) * 10   # the unit sphere, scaled for the head
-    hist = {'loss': []}
-    model.visual.train()
-    for step in progress(range(cfg.image_steps), desc='tiny CLIP, stage 1: image tower'):
-        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.image_steps, cfg.lr)
-        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+    def loss_fn(idx):
         out = head(embed(imgs[idx]))
-        loss = (F.cross_entropy(out[:, :n_slots * K].reshape(-1, K), labels[idx].flatten())
+        return (F.cross_entropy(out[:, :n_slots * K].reshape(-1, K), labels[idx].flatten())
                 + cfg.count_weight * F.cross_entropy(out[:, n_slots * K:].reshape(-1, KC), counts[idx].flatten()))
-        _check(loss, 'stage 1', step, 'lr')
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
-        hist['loss'].append(loss.item())
+    model.visual.train()
+    hist = {'loss': _tower_loop(params, loss_fn, cfg.image_steps, cfg, g, n_train, 'stage 1',
+                                'tiny CLIP, stage 1: image tower').history['loss']}
     model.visual.eval()
     with torch.no_grad():   # held-out accuracy of the conjunction head: how well the tower sees
         out = torch.cat([head(embed(imgs[i:i + 512])) for i in range(n_train, len(imgs), 512)])
@@ -228,12 +233,7 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
                     g:torch.Generator, rng:random.Random, questions:set, n_train:int) -> dict:
     "Stage 2: train the text tower against locked image embeddings emb [N, d] (normalized) with the multi-positive loss."
     params = [p for n, p in model.named_parameters() if not n.startswith('visual.')]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    hist = {'loss': []}
-    model.transformer.train()
-    for step in progress(range(cfg.text_steps), desc='tiny CLIP, stage 2: text tower'):
-        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.text_steps, cfg.lr)
-        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+    def loss_fn(idx):
         texts, stmts = [], []
         for i in idx.tolist():
             st = sample_statement(scenes[i], rng, questions) if rng.random() >= cfg.p_caption else None
@@ -246,10 +246,10 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
         for j, st in enumerate(stmts):
             if st: pos[:, j] = statement_truth(slots[idx], *st).float()
         txt = encode_text_grouped(model, tok(texts))
-        loss = clip_loss(emb[idx], txt, model.logit_scale.exp().clamp(max=100), pos)
-        _check(loss, 'stage 2', step, 'lr')
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
-        hist['loss'].append(loss.item())
+        return clip_loss(emb[idx], txt, model.logit_scale.exp().clamp(max=100), pos)
+    model.transformer.train()
+    hist = {'loss': _tower_loop(params, loss_fn, cfg.text_steps, cfg, g, n_train, 'stage 2',
+                                'tiny CLIP, stage 2: text tower').history['loss']}
     model.eval()
     return hist
 
@@ -325,24 +325,19 @@ def pretrain_grid_tower(model, imgs:torch.Tensor, slots:torch.Tensor, cfg:ClipCo
     per = ns + nc + nz
     head = torch.nn.Linear(cfg.embed_dim, cells * per + N_COUNT_HEADS * K)
     params = list(model.visual.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     counts = grid_targets(slots)
     def heads(x):
         out = head(F.normalize(model.visual(normalize_images(x)), dim=-1) * 10)
         a = out[:, :cells * per].reshape(-1, cells, per)
         return a[..., :ns], a[..., ns:ns + nc], a[..., ns + nc:], out[:, cells * per:].reshape(-1, N_COUNT_HEADS, K)
     def targets(s): return torch.where(s[..., 0] >= 0, s[..., 0], ns - 1), s[..., 0] >= 0
-    hist = {'loss': []}
-    model.visual.train()
-    for step in progress(range(cfg.image_steps), desc='tiny CLIP, stage 1: image tower'):
-        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.image_steps, cfg.lr)
-        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+    def loss_fn(idx):
         sh, co, sz, ct = heads(imgs[idx]); s = slots[idx]; shape_t, occ = targets(s)
-        loss = (F.cross_entropy(sh.reshape(-1, ns), shape_t.flatten()) + F.cross_entropy(co[occ], s[..., 1][occ])
+        return (F.cross_entropy(sh.reshape(-1, ns), shape_t.flatten()) + F.cross_entropy(co[occ], s[..., 1][occ])
                 + F.cross_entropy(sz[occ], s[..., 2][occ]) + cfg.count_weight * F.cross_entropy(ct.reshape(-1, K), counts[idx].flatten()))
-        _check(loss, 'stage 1', step, 'lr')
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
-        hist['loss'].append(loss.item())
+    model.visual.train()
+    hist = {'loss': _tower_loop(params, loss_fn, cfg.image_steps, cfg, g, n_train, 'stage 1',
+                                'tiny CLIP, stage 1: image tower').history['loss']}
     model.visual.eval()
     with torch.no_grad():   # held-out accuracy of each head: how well the tower sees
         outs = [heads(imgs[i:i + 512]) for i in range(n_train, len(imgs), 512)]
@@ -357,20 +352,16 @@ def tune_text_on_captions(model, emb:torch.Tensor, scenes:list, tok, cfg:ClipCon
                           rng:random.Random, n_train:int, forbidden:set) -> dict:
     "Stage 2 for Meta-Shapes 2: the text tower learns from captions alone (InfoNCE against the locked image vectors `emb`)."
     params = [p for n, p in model.named_parameters() if not n.startswith('visual.')]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = {'loss': [], 'redrawn': 0}
-    model.transformer.train()
-    for step in progress(range(cfg.text_steps), desc='tiny CLIP, stage 2: text tower on captions'):
-        for pg in opt.param_groups: pg['lr'] = _cosine_lr(step, cfg.text_steps, cfg.lr)
-        idx = torch.randint(0, n_train, (cfg.batch_size,), generator=g)
+    def loss_fn(idx):
         texts = []
         for i in idx.tolist():
             while (c := ms.caption2(scenes[i], rng)) in forbidden: hist['redrawn'] += 1
             texts.append(c)
-        loss = clip_loss(emb[idx], encode_text_grouped(model, tok(texts)), model.logit_scale.exp().clamp(max=100))
-        _check(loss, 'stage 2', step, 'lr')
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 10.0); opt.step()
-        hist['loss'].append(loss.item())
+        return clip_loss(emb[idx], encode_text_grouped(model, tok(texts)), model.logit_scale.exp().clamp(max=100))
+    model.transformer.train()
+    hist['loss'] = _tower_loop(params, loss_fn, cfg.text_steps, cfg, g, n_train, 'stage 2',
+                               'tiny CLIP, stage 2: text tower on captions').history['loss']
     model.eval()
     return hist
 

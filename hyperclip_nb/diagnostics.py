@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from .core import *
+from .training import Draws, train_loop
 from .clip_adapter import query_accuracy, finetune
 from .configs import *
 from .hypernet import Latents
@@ -28,12 +29,11 @@ def regress_latents(lat:Latents, seed:int=0, steps:int=4000, width:int=256, batc
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(q.shape[1], width), torch.nn.ReLU(), torch.nn.Linear(width, width),
                               torch.nn.ReLU(), torch.nn.Linear(width, z.shape[1]))
-    opt = torch.optim.Adam(net.parameters(), lr)
-    for _ in progress(range(steps), desc='q -> latent regressor', leave=False):
-        i = torch.randint(len(z), (batch,), generator=g)
-        loss = ((net(q[i]) - (z[i] - mu) / sd) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step()
+    log = train_loop(list(net.parameters()), lambda i: ((net(q[i]) - (z[i] - mu) / sd) ** 2).mean(),
+                     Draws(steps, lambda: torch.randint(len(z), (batch,), generator=g)), stage='q -> latent regressor',
+                     hint='lower regress_latents lr', lr=lr, max_norm=None)   # no clip: a diagnostic, not a stage of the method
     net.requires_grad_(False).eval()
-    return (lambda question: net(question) * sd + mu), loss.item()
+    return (lambda question: net(question) * sd + mu), log.history['loss'][-1]
 
 # %% ../nbs/12a_diagnostics.ipynb #8e8fc32f
 REFERENCE_ROWS = ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask')

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from .core import *
 from .configs import *
-from .baselines import check_finite, clipped_step
+from .training import Draws, train_loop
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
@@ -189,22 +189,15 @@ def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized laten
     sched = NoiseSchedule.from_name(cfg.schedule, cfg.T).to(x0.device)
     model = Denoiser(x0.shape[1], cond.shape[1], cfg.width, cfg.depth, cfg.temb).to(x0.device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    hist = {'loss': [], 'null_frac': 0.}
-    n_null = 0
-    for step in progress(range(cfg.steps), desc='diffusion'):
-        idx = torch.randint(0, len(x0), (cfg.batch,), generator=g).to(x0.device)
+    counts = {'null': 0}
+    def loss_fn(idx):
         c, dropped = drop_condition(cond[idx], cfg.p_uncond, g)
-        n_null += int(dropped.sum())
-        loss = diffusion_loss(model, sched, x0[idx], c, g)
-        check_finite(loss, 'diffusion', step)
-        opt.zero_grad(); loss.backward()
-        clipped_step(opt, list(model.parameters()), cfg.max_norm)
-        if ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters()): pe.lerp_(p, 1 - cfg.ema)
-        hist['loss'].append(loss.item())
-    hist['null_frac'] = n_null / (cfg.steps * cfg.batch)
+        counts['null'] += int(dropped.sum())
+        return diffusion_loss(model, sched, x0[idx], c, g)
+    batches = Draws(cfg.steps, lambda: torch.randint(0, len(x0), (cfg.batch,), generator=g).to(x0.device))
+    log = train_loop(list(model.parameters()), loss_fn, batches, stage='diffusion', lr=cfg.lr, max_norm=cfg.max_norm,
+                     ema=ema, ema_decay=cfg.ema)
+    hist = {**log.history, 'null_frac': counts['null'] / (cfg.steps * cfg.batch)}
     return (ema if ema is not None else model).eval(), sched, hist
 
 # %% ../nbs/09_diffusion.ipynb #d9000020

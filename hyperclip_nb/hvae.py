@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import *
+from .training import train_loop
 from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy
-from .baselines import weight_generator, check_finite, clipped_step
+from .baselines import weight_generator
 from .hypernet import (HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents,
                                    latent_accuracies, precompute_latents)
 
@@ -62,19 +63,15 @@ def fit_hvae(G:torch.nn.Module,   # the HNet's generator G_φ (frozen): latents 
     set_seed(cfg.seed); g = as_generator(cfg.seed)
     with torch.no_grad(): D = G(lat.z_init).shape[-1]
     model = HVAE(D, cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    hist = {'loss': [], 'recon': [], 'kl': []}; step = n_clipped = 0
-    for epoch in progress(range(cfg.epochs), desc='HVAE'):
-        sums, n = np.zeros(3), 0
-        for p, idx in lat.epoch_batches(cfg.batch, g):                  # one precompute pass per epoch
-            with torch.no_grad(): W = G(lat.latents[p, idx])            # [B, D], computed on the fly
-            loss, recon, kl = hvae_loss(model, W, g, cfg.beta_kl)
-            check_finite(loss, 'hvae', step, 'lower HVAEConfig.lr')
-            opt.zero_grad(); loss.backward()
-            n_clipped += clipped_step(opt, list(model.parameters()), cfg.max_norm)
-            step += 1; n += 1; sums += [loss.item(), recon.item(), kl.item()]
-        for k, v in zip(hist, sums / n): hist[k].append(float(v))
-    hist['clip_fraction'] = n_clipped / max(1, step)
+    def loss_fn(batch):
+        p, idx = batch                                                  # one precompute pass per epoch
+        with torch.no_grad(): W = G(lat.latents[p, idx])               # [B, D], computed on the fly
+        loss, recon, kl = hvae_loss(model, W, g, cfg.beta_kl)
+        return loss, {'recon': recon, 'kl': kl}
+    log = train_loop(list(model.parameters()), loss_fn, lambda epoch: lat.epoch_batches(cfg.batch, g), cfg.epochs,
+                     stage='hvae', hint='lower HVAEConfig.lr', lr=cfg.lr, max_norm=cfg.max_norm, record='epoch',
+                     epoch_mean='sequential', desc='HVAE')
+    hist = {**log.history, 'clip_fraction': log.clip_fraction}
     with torch.no_grad(): model.z_init.copy_(model.encode(G(lat.z_init[None]))[0][0])
     return model.eval(), hist
 

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import *
+from .training import check_finite, train_loop
 from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
-from .baselines import weight_generator, check_finite, clipped_step, validation_split
+from .baselines import weight_generator, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
 from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents, SPACES, space_generator
 
@@ -77,22 +78,18 @@ def fit_hyperclip(G:torch.nn.Module,   # frozen generator: latents [B, k] → we
     with torch.no_grad(): n_in = G(lat.z_init).shape[-1] if cfg.input == 'weights' else lat.k
     model = HyperClip(n_in, lat.question.shape[-1], cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    hist = {'loss': [], 'acc': [], 'scale': []}; step = n_clipped = 0
-    for epoch in progress(range(cfg.epochs), desc='HyperCLIP'):
-        sums = np.zeros(2); n = 0
-        for p, idx in lat.epoch_batches(cfg.batch, g, drop_last=True):     # one precompute pass per epoch
-            z, q = lat.latents[p, idx], lat.question[lat.task_ids[p, idx]]
-            with torch.no_grad(): x = G(z) if cfg.input == 'weights' else z  # W computed on the fly, G frozen
-            loss, acc = hyperclip_loss(model(x), q, model.logit_scale)
-            check_finite(loss, 'hyperclip', step, 'lower HyperClipConfig.lr')
-            opt.zero_grad(); loss.backward()
-            n_clipped += clipped_step(opt, params, cfg.max_norm)
-            model.clamp_scale_(); step += 1; n += 1
-            sums += [loss.item(), acc.item()]
-        hist['loss'].append(float(sums[0] / n)); hist['acc'].append(float(sums[1] / n))
-        hist['scale'].append(model.logit_scale.exp().item())
-    hist['clip_fraction'] = n_clipped / max(1, step)
+    def loss_fn(batch):
+        p, idx = batch                                                   # one precompute pass per epoch
+        z, q = lat.latents[p, idx], lat.question[lat.task_ids[p, idx]]
+        with torch.no_grad(): x = G(z) if cfg.input == 'weights' else z  # W computed on the fly, G frozen
+        loss, acc = hyperclip_loss(model(x), q, model.logit_scale)
+        return loss, {'acc': acc}
+    def log_scale(epoch, hist): hist.setdefault('scale', []).append(model.logit_scale.exp().item())
+    log = train_loop(params, loss_fn, lambda epoch: lat.epoch_batches(cfg.batch, g, drop_last=True), cfg.epochs,
+                     stage='hyperclip', hint='lower HyperClipConfig.lr', lr=cfg.lr, max_norm=cfg.max_norm,
+                     after_step=lambda step: model.clamp_scale_(), record='epoch', epoch_mean='sequential',
+                     on_epoch=log_scale, desc='HyperCLIP')
+    hist = {**log.history, 'clip_fraction': log.clip_fraction}
     return model.eval(), hist
 
 # %% ../nbs/08_hyperclip.ipynb #f30d01eb

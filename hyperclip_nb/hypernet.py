@@ -15,7 +15,7 @@ from .core import *
 from .configs import *
 from .clip_features import Features, TaskBatch, Bundle
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
-from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, check_finite, task_loss,
+from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, task_loss,
                                     clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)
 from .meta_shapes import FAMILY_BY_NAME
 
@@ -126,7 +126,7 @@ def fit_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HN
         return losses
     hist = meta_train(list(model.parameters()), batch_step, feats, cfg, g,
                       'cond_hnet_maml' if conditional else 'uncond_hnet_maml', 'lower HNetConfig.lr or HNetConfig.inner_lr',
-                      val_score=lambda tb: query_accuracy(model(model.init_latent(tb.question)), tb).mean())
+                      val_score=lambda tb: query_accuracy(model(model.init_latent(tb.question)), tb).mean(), backward=False)
     return model.eval(), hist
 
 # %% ../nbs/06_hypernet.ipynb #67451303

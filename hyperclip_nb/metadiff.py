@@ -15,16 +15,16 @@ from .configs import *
 from .clip_features import Features, TaskBatch, Bundle, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
-from .baselines import check_finite, clipped_step, maml_meta_grad, random_adapter, MamlConfig, fit_mnet_maml
+from .training import Draws, train_loop, ema_update_
+from .baselines import maml_meta_grad, random_adapter, MamlConfig, fit_mnet_maml
 from .diffusion import NoiseSchedule, linear_betas, q_sample, ddpm_step, ddim_step, ddim_timesteps, timestep_embedding
 from .hypernet import cached_hnet, HNetConfig, pca_2d
 
 # %% auto #0
 __all__ = ['METHODS', 'Episodes', 'EpisodeSampler', 'synthetic_episodes', 'cosine_logits', 'episode_accuracy', 'support_grad',
-           'MetaDiffDenoiser', 'diffusion_space', 'grad_count', 'metadiff_loss', 'metadiff_schedule', 'ema_update_',
-           'fit_metadiff', 'metadiff_sample', 'episode_tasks', 'episode_finetune_accuracy', 'prototype_accuracies',
-           'cached_metadiff', 'metadiff_few_shot', 'memory_probe', 'bench_memory', 'plot_accuracy_vs_shots',
-           'plot_trajectory']
+           'MetaDiffDenoiser', 'diffusion_space', 'grad_count', 'metadiff_loss', 'metadiff_schedule', 'fit_metadiff',
+           'metadiff_sample', 'episode_tasks', 'episode_finetune_accuracy', 'prototype_accuracies', 'cached_metadiff',
+           'metadiff_few_shot', 'memory_probe', 'bench_memory', 'plot_accuracy_vs_shots', 'plot_trajectory']
 
 # %% ../nbs/11_metadiff.ipynb #md000010
 @dataclass
@@ -209,11 +209,6 @@ def metadiff_schedule(cfg:MetaDiffConfig) -> NoiseSchedule:
     "MetaDiff's schedule: β linear from `beta_start` to `beta_end` over T steps (float64 buffers)."
     return NoiseSchedule(linear_betas(cfg.T, cfg.beta_start, cfg.beta_end), 'linear')
 
-@torch.no_grad()
-def ema_update_(ema:torch.nn.Module, model:torch.nn.Module, decay:float):
-    "ema ← decay·ema + (1 - decay)·model, parameter by parameter (decay 0: a copy)."
-    for pe, p in zip(ema.parameters(), model.parameters()): pe.lerp_(p, 1 - decay)
-
 def fit_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
     "Train the denoiser on meta-train episodes with K shots; returns (the EMA denoiser, which samples; schedule; history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed + K)
@@ -221,17 +216,11 @@ def fit_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDen
     sched = metadiff_schedule(cfg)
     model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    hist = {'loss': [], 'ema_updates': 0, 'clipped': 0}
-    t0 = time.perf_counter()
-    for step in progress(range(cfg.steps), desc=f'MetaDiff {K}-shot'):
-        loss = metadiff_loss(model, sched, sampler.sample(cfg.batch, g), cfg, g)
-        check_finite(loss, f'MetaDiff {K}-shot', step, 'lower MetaDiffConfig.lr')
-        opt.zero_grad(); loss.backward()
-        hist['clipped'] += clipped_step(opt, list(model.parameters()), cfg.max_norm)
-        ema_update_(ema, model, 0. if step < cfg.ema_start else cfg.ema)    # after EVERY step (the release never did)
-        hist['ema_updates'] += 1; hist['loss'].append(loss.item())
-    hist['seconds'] = time.perf_counter() - t0
+    log = train_loop(list(model.parameters()), lambda ep: metadiff_loss(model, sched, ep, cfg, g),
+                     Draws(cfg.steps, lambda: sampler.sample(cfg.batch, g)), stage=f'MetaDiff {K}-shot',
+                     hint='lower MetaDiffConfig.lr', lr=cfg.lr, weight_decay=cfg.weight_decay, max_norm=cfg.max_norm,
+                     ema=ema, ema_decay=cfg.ema, ema_start=cfg.ema_start)   # the EMA after EVERY step (the release never did)
+    hist = {'loss': log.history['loss'], 'ema_updates': log.ema_updates, 'clipped': log.n_clipped, 'seconds': log.seconds}
     return ema.eval(), sched, hist
 
 # %% ../nbs/11_metadiff.ipynb #md000032
