@@ -4,6 +4,8 @@
 
 # %% ../nbs/12b_report.ipynb #65445db1
 from __future__ import annotations
+# Over 300 lines for a reason: every reader of a results dict lives here (tables, figures, comparison, the paper's
+# claim, the README section), so that one change to results.json's layout is one notebook's change.
 import json
 from pathlib import Path
 import numpy as np
@@ -11,10 +13,10 @@ from .core import *
 from .metadiff import plot_accuracy_vs_shots
 
 # %% auto #0
-__all__ = ['CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep',
-           'plot_few_shot', 'save_figure', 'load_results', 'paper_comparison', 'plot_methods',
+__all__ = ['CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'WORLD_NAMES', 'results_markdown', 'plot_n_shot',
+           'plot_guidance_sweep', 'plot_few_shot', 'save_figure', 'load_results', 'paper_comparison', 'plot_methods',
            'plot_task_classification', 'plot_results', 'compare_results', 'comparison_markdown', 'paper_claim',
-           'readme_results']
+           'readme_results', 'world_name', 'results_section', 'update_readme']
 
 # %% ../nbs/12b_report.ipynb #0d8795ed
 def _pct(x): return '—' if x is None else f'{100 * x:.2f}'
@@ -292,3 +294,58 @@ def readme_results(res:dict) -> str:
         lines += [f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '') for k in ks) + ' |'
                   for m, r in few.items()]
     return '\n'.join(lines) + '\n'
+
+# %% ../nbs/12b_report.ipynb #f5f3722e
+WORLD_NAMES = {'v1': 'Meta-Shapes v1', 'v2': 'Meta-Shapes 2'}
+
+def world_name(res:dict) -> str:
+    "The dataset of a results dict as the prose names it (`Meta-Shapes 2`, `Meta-Shapes v1`, or its `dataset` key)."
+    w = res.get('configs', {}).get('data', {}).get('world')
+    return WORLD_NAMES.get(w, res['dataset']) if res['dataset'] == 'metashapes' else res['dataset']
+
+def results_section(res:dict,                              # a results dict (`load_results`)
+                    run_dir:str='results/metashapes-default', # its folder, relative to `nbs/`
+                    prefix:str='') -> str:                 # put before every relative link: 'nbs/' for README
+    "The `## Results` section of the docs home and README: intro, `readme_results` tables, figure, headline findings."
+    M, checks, seeds = res['methods'], res.get('calibration', {}).get('checks', {}), res['seeds']
+    v = res.get('versions', {}); ver = lambda k: str(v.get(k, '?')).split('+')[0]
+    intro = (f"Accuracy on the {res.get('n_tasks', {}).get('meta_test', '?')} meta-test tasks of {world_name(res)} "
+             f"({res['config']} world), mean ± sample std over seeds {', '.join(map(str, seeds))}, from `hyperclip_nb reproduce "
+             f"--config {res['config']} --seeds {len(seeds)}` (hyperclip_nb {ver('hyperclip_nb')}, torch {ver('torch')}, "
+             f"open_clip {ver('open_clip')}; {v.get('machine', 'machine not recorded')}); the files are in "
+             f"[`nbs/{run_dir}`]({prefix}{run_dir}). Zero-shot: the weights a method makes from the question alone. "
+             "Few-shot: the same start after fine-tuning on the task's support set.")
+    out = ['## Results', '', intro, '', readme_results(res).rstrip('\n'), '',
+           f"![Meta-test accuracy of every method, the guidance sweep, the n-shot curves and HyperCLIP's task "
+           f"classification]({prefix}{run_dir}/comparison.png)", '']
+    pct = lambda x: f'{100 * x:.1f}'
+    if checks: out.append(f"- **Calibration: {sum(checks.values())} of the {len(checks)} calibration targets hold.**")
+    if 'cond_multitask' in M and 'uncond_multitask' in M:
+        d = M['cond_multitask']['zero_shot_acc'] - M['uncond_multitask']['zero_shot_acc']
+        out.append(f"- **Reading the question is worth {100 * d:.1f} points** to multitask learning (conditional "
+                   f"{pct(M['cond_multitask']['zero_shot_acc'])} % against unconditional {pct(M['uncond_multitask']['zero_shot_acc'])} %).")
+    if (guided := [g for g in GUIDED if g in M]):
+        best_zs = max((m for m in M if m != 'oracle_finetune'), key=lambda m: M[m]['zero_shot_acc'])
+        g = max(guided, key=lambda m: M[m]['zero_shot_acc'])
+        out.append(f"- **The best zero-shot row is {ROW_LABELS.get(best_zs, best_zs)}** ({pct(M[best_zs]['zero_shot_acc'])} %)"
+                   + ('.' if best_zs == g else f", {100 * (M[best_zs]['zero_shot_acc'] - M[g]['zero_shot_acc']):.1f} points "
+                      f"above the best guided row, {ROW_LABELS.get(g, g)} ({pct(M[g]['zero_shot_acc'])} %)."))
+    out += ['', "How the world was calibrated, the paper's claim in detail, the kinds of question, the episodes, the paper's "
+            f"hyperparameters and how to reproduce the run: [15_results]({prefix}15_results.ipynb)."]
+    return '\n'.join(out) + '\n'
+
+def update_readme(readme_path:str|Path,   # the README.md to rewrite
+                  res:dict,               # the results dict its section reports
+                  run_dir:str='results/metashapes-default', prefix:str='nbs/') -> bool:
+    "Replace README's text from `## Results` up to the next `## ` heading by `results_section`, atomically; True if it changed."
+    import re
+    path = Path(readme_path)
+    try: text = path.read_text()
+    except FileNotFoundError as e: raise DataError(f"{path}: not found; pass the path of the repository's README.md") from e
+    if not (m := re.search(r'^## Results[ \t]*$', text, re.M)):
+        raise DataError(f"{path}: no '## Results' heading; add one where the results section belongs, then rerun update_readme")
+    nxt = re.search(r'^## ', text[m.end():], re.M)
+    end = m.end() + nxt.start() if nxt else len(text)
+    new = text[:m.start()] + results_section(res, run_dir, prefix) + ('\n' if nxt else '') + text[end:]
+    if new != text: atomic_write_text(path, new)
+    return new != text
