@@ -118,7 +118,7 @@ def finetune(W0:torch.Tensor, tb:TaskBatch, steps:int, lr:float, optimizer:str='
     if stats is not None: stats['clip_fraction'] = clipped / max(1, steps * len(tb))
     return p.detach()
 
-FEW_SHOT_STEPS, FEW_SHOT_LR = 10, 0.1   # METHOD.md section 8: SGD 0.1 x 10 on the whole support set
+FEW_SHOT_STEPS, FEW_SHOT_LR = 10, 0.1   # method §8: SGD 0.1 x 10 on the whole support set
 
 def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_SHOT_STEPS, lr:float=FEW_SHOT_LR) -> torch.Tensor:
     "Query accuracy [B] after the section 8 few-shot fine-tuning (clipped SGD) from each method's zero-shot p0."

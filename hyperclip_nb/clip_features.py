@@ -181,7 +181,7 @@ def clip_loss(img_f:torch.Tensor,   # [N, d] normalized image features
 def _cosine_lr(step:int, total:int, peak:float, warm:int=50) -> float:
     return peak * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
-CLIP_MAX_NORM = 10.0   # the tiny CLIP's gradient clip: METHOD.md clips every stage's steps at 10 (ClipConfig has no knob)
+CLIP_MAX_NORM = 10.0   # the tiny CLIP's gradient clip: the method page (nbs/method.md) clips every stage's steps at 10 (ClipConfig has no knob)
 
 def _tower_loop(params:list, loss_fn, steps:int, cfg:ClipConfig, g:torch.Generator, n_train:int, stage:str,
                 desc:str) -> TrainLog:

@@ -111,8 +111,8 @@ class AdapterConfig(ConfigBase):
     hidden: int = 64               # h
     oracle_steps: int = 300        # fine-tuning steps on each task's support set (chosen on meta-train tasks)
     oracle_lr: float = 1e-2
-    oracle_optimizer: str = 'adam' # our choice for the reference; METHOD's few-shot protocol is SGD 0.1 x 10
-    n_shot_max: int = 5            # N_max of the n-shot curves [METHOD section 8, ours]
+    oracle_optimizer: str = 'adam' # our choice for the reference; the method's few-shot protocol (§8) is SGD 0.1 x 10
+    n_shot_max: int = 5            # N_max of the n-shot curves [method §8, ours]
     n_shot_redraws: int = 5        # R, redraws of the n support pairs per answer
     seed: int = 0
     def validate(self):
@@ -133,7 +133,7 @@ class MultitaskConfig(ConfigBase):
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
     log_every: int = 10        # epochs between validation-free training-accuracy logs
-    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_frac: float = 0.1      # meta-train tasks held out for early stopping [method §2.1, ours]; 0: none
     val_every: int = 5         # epochs between validation scores
     seed: int = 0
     def validate(self):
@@ -167,7 +167,7 @@ class MamlConfig(ConfigBase):
     second_order: bool = False     # differentiate through the inner loop
     roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
     max_norm: float = 10.0         # clip of every gradient, before the step [paper]
-    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_frac: float = 0.1          # meta-train tasks held out for early stopping [method §2.1, ours]; 0: none
     val_every: int = 5             # epochs between validation scores
     seed: int = 0
     def validate(self):
@@ -194,7 +194,7 @@ class CondMultitaskConfig(ConfigBase):
     meta_batch: int = 32
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
-    val_frac: float = 0.1      # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_frac: float = 0.1      # meta-train tasks held out for early stopping [method §2.1, ours]; 0: none
     val_every: int = 5         # epochs between validation scores
     seed: int = 0
     def validate(self):
@@ -229,7 +229,7 @@ class HNetConfig(ConfigBase):
     second_order: bool = False     # differentiate through the inner loop
     roles: str = 'support_query'   # inner loop on support, outer loss on query; 'query_support' is the release's swap
     max_norm: float = 10.0         # clip of every gradient, inner and outer, before the step [paper]
-    val_frac: float = 0.1          # meta-train tasks held out for early stopping [METHOD 2.1, ours]; 0: none
+    val_frac: float = 0.1          # meta-train tasks held out for early stopping [method §2.1, ours]; 0: none
     val_every: int = 5             # epochs between validation scores
     seed: int = 0
     def validate(self):
@@ -249,13 +249,13 @@ class HNetConfig(ConfigBase):
 # %% ../nbs/06_hypernet.ipynb #fe1cbdbf
 @dataclass
 class PrecomputeConfig(ConfigBase):
-    "The precomputed adaptation dataset (METHOD.md section 3): latents fine-tuned on random subsets of each task's pairs."
+    "The precomputed adaptation dataset (method §3): latents fine-tuned on random subsets of each task's pairs."
     passes: int = 30           # P passes over the meta-train tasks [release: 100]
     steps: int = 10            # SGD steps on the latent [release]
     lr: float = 0.1            # [release]
     min_frac: float = 2 / 3    # subset fraction f ~ U[min_frac, 1] of the pooled support ∪ query pairs [release]
     max_norm: float = 10.0     # clip before every step [paper]
-    val_frac: float = 0.1      # meta-train tasks left out: the validation tasks of METHOD 2.1, kept unseen [ours]; 0: none
+    val_frac: float = 0.1      # meta-train tasks left out: the validation tasks of method §2.1, kept unseen [ours]; 0: none
     seed: int = 0
     def validate(self):
         self.check_positive('passes', 'steps', 'lr', 'max_norm'); self.check_range('min_frac', 0, 1, lo_open=True)
@@ -372,11 +372,11 @@ class MetaDiffConfig(ConfigBase):
     batch: int = 32                # episodes per batch [paper: 8]
     lr: float = 1e-3               # Adam [paper: 1e-4]
     weight_decay: float = 5e-4     # Adam's L2 weight decay [paper]
-    max_norm: float = 10.0         # gradient clip before every step [METHOD, all stages]
+    max_norm: float = 10.0         # gradient clip before every step [method, all stages]
     ema: float = 0.995             # EMA decay of the sampling denoiser, updated after EVERY step [paper's release: 0.9999, never updated]
     ema_start: int = 100           # the EMA copies the live weights for the first `ema_start` steps [release: 2000]
     sample_steps: int = 0          # 0: the full deterministic chain over all T steps; else strided deterministic (DDIM η=0)
-    test_episodes: int = 2000      # meta-test episodes per K [METHOD: >= 2000]
+    test_episodes: int = 2000      # meta-test episodes per K [method §10: >= 2000]
     seed: int = 0
     def validate(self):
         self.check_positive('ways', 'queries', 'scale', 'T', 'temb', 'width1', 'width2', 'gate_hidden', 'steps', 'batch',
@@ -402,7 +402,7 @@ class MetaDiffConfig(ConfigBase):
 @dataclass
 class BridgeConfig(ConfigBase):
     "The bridge variant [ours]: diffusion over standardized HNet latents conditioned on q and the support-loss gradient g."
-    schedule: str = 'scaled_linear'   # as HyperLDM's default (METHOD.md section 7)
+    schedule: str = 'scaled_linear'   # as HyperLDM's default (method §7)
     T: int = 350                      # diffusion steps [paper's HyperLDM]
     width: int = 128                  # MLP width [HyperLDM release]
     depth: int = 2                    # hidden Linear-LayerNorm-ReLU blocks [HyperLDM release]

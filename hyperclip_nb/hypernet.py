@@ -187,7 +187,7 @@ def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator) -> T
 # %% ../nbs/06_hypernet.ipynb #0c7f323d
 @dataclass
 class Latents:
-    "A precomputed adaptation dataset in one generator's latent space (METHOD.md section 3)."
+    "A precomputed adaptation dataset in one generator's latent space (method §3)."
     latents: torch.Tensor            # [P, N, k]: z_τ^(p); row j of pass p belongs to task task_ids[p, j]
     task_ids: torch.Tensor           # [P, N] long: positions in the meta-train split
     question: torch.Tensor           # [N, d]: meta-train question embeddings, in split order
@@ -200,7 +200,7 @@ class Latents:
         "Question embeddings [P, N, d] aligned with `latents`."
         return self.question[self.task_ids]
     def epoch_batches(self, batch:int, generator:torch.Generator, drop_last:bool=False):
-        "One consumer epoch (METHOD.md section 3): a random pass p, its rows shuffled into batches; yields (p, row indices)."
+        "One consumer epoch (method §3): a random pass p, its rows shuffled into batches; yields (p, row indices)."
         p = int(torch.randint(self.latents.shape[0], (1,), generator=generator))
         for idx in meta_batches(self.latents.shape[1], batch, generator):
             if not (drop_last and len(idx) < batch): yield p, idx

@@ -96,7 +96,7 @@ def build_metavqa_split(vqa_files:list[tuple],   # (questions_json, annotations_
                         min_images:int=20,       # a task needs more than this many images (after step 3)
                         frac:float=0.7,          # support fraction per answer, and meta-train fraction of tasks
                        ) -> tuple[dict, dict, dict]:
-    "Meta-VQA from VQA v2 (METHOD.md §9): (meta_train, meta_test, ques_ans_count) dicts in the Meta-VQA JSON format."
+    "Meta-VQA from VQA v2 (method §9): (meta_train, meta_test, ques_ans_count) dicts in the Meta-VQA JSON format."
     # steps 1-2: question -> {answer: [image names]} with answers and images in first-appearance order
     groups: dict[str, dict[str, list[str]]] = {}
     seen: dict[str, set[str]] = {}

@@ -260,7 +260,7 @@ def episode_tasks(ep:Episodes) -> TaskBatch:
 def episode_finetune_accuracy(p0:torch.Tensor,   # [m] shared start, or [E, m] one per episode
                               episodes:Episodes, decode=None, steps:int=FEW_SHOT_STEPS, lr:float=FEW_SHOT_LR,
                               chunk:int=500) -> torch.Tensor:
-    "Query accuracy [E] after fine-tuning p0 on each episode's support (clipped SGD, METHOD section 8), W = decode(p)."
+    "Query accuracy [E] after fine-tuning p0 on each episode's support (clipped SGD, method §8), W = decode(p)."
     decode = decode or (lambda p: p)
     accs = []
     for i in range(0, len(episodes), chunk):

@@ -29,7 +29,7 @@ def results_markdown(res:dict) -> str:
     lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config{'; ' + ov if ov else ''})", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
              "accuracy averaged over meta-test tasks. " + (lambda t: t[:1].upper() + t[1:])(res.get('seed_scope', '')) + '.', '',
-             'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (METHOD.md section 8).', '',
+             'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (method §8).', '',
              'Choice: the guidance scale γ and the DDIM-50 noise η (HyperLDM), or the number of guidance steps S '
              '(HyperCLIP), chosen per seed on validation tasks.', '',
              '| method | zero-shot acc. (%) | ± std | few-shot acc. (%) | ± std | choice | zero-shot per seed |',

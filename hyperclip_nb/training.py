@@ -102,7 +102,7 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
                 ema_update_(ema, params, 0. if log.steps < ema_start else ema_decay); log.ema_updates += 1
             if after_step is not None: after_step(log.steps)
             log.steps += 1
-            row = {'loss': loss.mean().item(), **{k: float(v) for k, v in extra.items()}}
+            row = {'loss': loss.mean().item(), **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in extra.items()}}
             if record == 'step':
                 for k, v in row.items(): hist.setdefault(k, []).append(v)
             else: rows.append(row)
