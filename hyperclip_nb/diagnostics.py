@@ -13,7 +13,7 @@ from .configs import *
 from .hypernet import Latents
 from .hyperldm import sample_ensemble
 from .pipeline import Run
-from .evaluation import METHODS, task_kinds, per_kind
+from .evaluation import METHODS, task_kinds, per_kind, zero_shot_accuracy
 
 # %% auto #0
 __all__ = ['REFERENCE_ROWS', 'regress_latents', 'shortfall', 'shortfall_table', 'shortfall_report', 'shortfall_markdown',
@@ -38,10 +38,6 @@ def regress_latents(lat:Latents, seed:int=0, steps:int=4000, width:int=256, batc
 # %% ../nbs/12a_diagnostics.ipynb #8e8fc32f
 REFERENCE_ROWS = ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask')
 
-def _acc(out, tb) -> torch.Tensor:
-    "Per-task query accuracy [B] of what a `METHODS` entry returns (a reference row already is one)."
-    return out if isinstance(out, torch.Tensor) else query_accuracy(out.weights(), tb)
-
 def shortfall(run:Run, space:str='hnet', rows=REFERENCE_ROWS, n_samples:int=16,
               regressor_steps:int=4000, adam_steps:int=0, adam_lr:float=1e-2) -> dict:
     """The diagnostic rows of one `Run` (one seed) on the meta-test tasks: {'acc': {row: per-task accuracy [B]}, 'kinds': the kind of
@@ -52,7 +48,7 @@ def shortfall(run:Run, space:str='hnet', rows=REFERENCE_ROWS, n_samples:int=16,
     if n_samples < 1: raise ConfigError(f"shortfall: n_samples={n_samples}; draw at least one sample")
     tb, seed = run.tasks('meta_test'), run.seed
     G, lat = run.generator(space), run.latents(space)
-    acc = {r: _acc(METHODS[r](run), tb) for r in rows}
+    acc = {r: zero_shot_accuracy(METHODS[r](run), tb, r) for r in rows}
     with torch.no_grad():
         if space == 'hnet':
             z0 = run.hnet().z0.detach()
@@ -64,7 +60,7 @@ def shortfall(run:Run, space:str='hnet', rows=REFERENCE_ROWS, n_samples:int=16,
     predict, loss = regress_latents(lat, seed, regressor_steps)
     with torch.no_grad(): acc['q -> latent regressor'] = query_accuracy(G(predict(tb.question)), tb)
     row = METHODS[f'{space}_hyperldm'](run)
-    acc['HyperLDM'] = query_accuracy(row.weights(), tb)
+    acc['HyperLDM'] = zero_shot_accuracy(row, tb, f'{space}_hyperldm')
     ens = sample_ensemble(run.hyperldm(space), G, tb, g=row.info['gamma'], n=n_samples, eta=row.info['eta'], seed=seed, per_task=True)
     acc[f'HyperLDM, ensemble of {n_samples}'] = ens['ensemble']; acc['HyperLDM, latent mean'] = ens['latent_mean']
     return {'acc': acc, 'kinds': task_kinds(run.features(), run.cfgs), 'info': row.info | {'regressor_loss': loss}}

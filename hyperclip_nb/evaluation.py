@@ -21,7 +21,7 @@ from .pipeline import Run
 
 # %% auto #0
 __all__ = ['SWEEP_SPACES', 'CHOICES', 'METHODS', 'CALIBRATION', 'task_kinds', 'per_kind', 'summarize_curves',
-           'summarize_episodes', 'summarize', 'ZeroShot', 'score', 'calibration']
+           'summarize_episodes', 'summarize', 'ZeroShot', 'zero_shot_accuracy', 'score', 'calibration']
 
 # %% ../nbs/12_evaluation.ipynb #4268486a
 def task_kinds(feats:Features, cfgs:dict, split:str='meta_test') -> list|None:
@@ -78,13 +78,20 @@ class ZeroShot:
     def weights(self) -> torch.Tensor:
         with torch.no_grad(): return self.decode(self.p0) if self.decode else self.p0
 
+def zero_shot_accuracy(out, tb, name:str='method') -> torch.Tensor:
+    "Per-task zero-shot query accuracy [B] of a method's output on `tb` (a reference row already is one); NaN weights raise."
+    if isinstance(out, torch.Tensor): return out
+    W = out.weights()
+    if not (torch.isfinite(out.p0).all() and torch.isfinite(W).all()):   # a NaN would score as a silent, plausible number
+        raise FloatingPointError(f"{name}: its zero-shot weights contain NaN or inf; lower that stage's learning rate and rerun")
+    return query_accuracy(W, tb)
+
 def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method') -> dict:
     "Per-task zero-shot and few-shot accuracy [B] of a method's output on `tb`, and its n-shot curve if `n_shot` gives N_max and R."
-    if isinstance(out, torch.Tensor): return {'zero_shot': out}      # a reference row that is already an accuracy
-    p0, W = out.p0.detach(), out.weights()
-    if not (torch.isfinite(p0).all() and torch.isfinite(W).all()):   # a NaN would score as a silent, plausible number
-        raise FloatingPointError(f"{name}: its zero-shot weights contain NaN or inf; lower that stage's learning rate and rerun")
-    res = {'zero_shot': query_accuracy(W, tb), 'few_shot': few_shot_accuracy(p0, tb, out.decode)}
+    res = {'zero_shot': zero_shot_accuracy(out, tb, name)}
+    if isinstance(out, torch.Tensor): return res                      # a reference row: zero-shot only
+    p0 = out.p0.detach()
+    res['few_shot'] = few_shot_accuracy(p0, tb, out.decode)
     if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed)
     return res
 
