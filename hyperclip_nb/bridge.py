@@ -4,18 +4,18 @@
 
 # %% ../nbs/11a_bridge.ipynb #bb000003
 from __future__ import annotations
-import dataclasses, math, time
+import copy, dataclasses, math, time
 from dataclasses import dataclass
 import numpy as np
 import torch
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle
+from .clip_features import Features, TaskBatch, built_key, with_key
 from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter, n_shot_batch
 from .training import Draws, train_loop
-from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
+from .hypernet import HNet, Latents
 from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q_sample, ddim_sample
-from .hyperldm import standardize, clip_range, hyperldm_zero_shot
+from .hyperldm import HyperLDM, standardize, clip_range
 from .metadiff import EpisodeSampler, episode_tasks, _ci95
 
 # %% auto #0
@@ -87,6 +87,7 @@ class Bridge:
     sigma: torch.Tensor       # [k]
     G: torch.nn.Module        # latents [B, k] -> weights [B, D], frozen
     x0_max: float|None = None # largest |standardized latent| in training: sampling clips x̂0 to ± this, as HyperLDM does
+    bundle = None             # the cache key of a cached bridge (`cached_bridge`)
     def grad(self, x:torch.Tensor, tb:TaskBatch|None) -> torch.Tensor:
         "The condition g at x [B, k] for the support of `tb` (zeros when tb is None)."
         return torch.zeros_like(x) if tb is None else support_grad(self.G, x, self.mu, self.sigma, tb)
@@ -155,27 +156,29 @@ def bridge_eps(model, x:torch.Tensor, t:torch.Tensor, q:torch.Tensor, g:torch.Te
     return combine_eps(*e.chunk(3), gamma_q, gamma_g)
 
 # %% ../nbs/11a_bridge.ipynb #bb000025
-def cached_bridge(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:BridgeConfig,
-                  sources:dict) -> tuple[Bridge, dict]:
-    "(Bridge, history) trained by `fit_bridge` on the cached HNet latents, or loaded from the cache (safetensors + JSON)."
-    hnet, _ = cached_hnet(feats, hnet_cfg, sources)
+def cached_bridge(feats:Features, hnet:HNet, lat:Latents, cfg:BridgeConfig) -> tuple[Bridge, dict]:
+    """(Bridge, history) trained by `fit_bridge` on the HNet's cached latents `lat` (`cached_latents(feats, hnet, pre)`),
+    or loaded from the cache (safetensors + JSON). Its key is the latents' key plus `cfg`; the bridge carries it."""
+    key = built_key(lat, 'the latents')
+    if lat.space != 'hnet' or not key.has(built_key(hnet, 'the HNet')):
+        raise ConfigError("cached_bridge: `lat` must be the HNet-space latents of this HNet: cached_latents(feats, hnet, pre)")
+    key = key.extend(bridge=cfg)
     def build(bundle, out):
-        bridge, hist = fit_bridge(feats, cached_latents(feats, hnet_cfg, pre_cfg, sources), hnet.G, cfg)
+        bridge, hist = fit_bridge(feats, lat, hnet.G, cfg)
         save_tensors(out/'bridge.safetensors', {**{f'model.{k}': v for k, v in bridge.model.state_dict().items()},
                                                 'mu': bridge.mu, 'sigma': bridge.sigma,
                                                 'x0_max': torch.tensor(bridge.x0_max)})
         every = max(1, len(hist['loss']) // 1000)            # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', hist | {'loss': hist['loss'][::every], 'loss_every': every})
         return {'seconds': hist['seconds'], 'final_loss': hist['loss'][-1]}
-    art = load_or_build('bridge', Bundle.of(**sources, hnet=hnet_cfg, precompute=pre_cfg, bridge=cfg), build)
+    art = load_or_build('bridge', key, build)
     t = art.tensors('bridge.safetensors')
-    model = BridgeDenoiser(hnet_cfg.latent, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
+    model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
     try: model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
     except RuntimeError as e: raise DataError(f"{art.path}: weights do not fit {cfg}; delete the folder to rebuild") from e
-    G = hnet.G.requires_grad_(False)
-    x0_max = clip_range(t, lambda: cached_latents(feats, hnet_cfg, pre_cfg, sources))
-    return (Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, x0_max),
-            art.json('history.json'))
+    G = copy.deepcopy(hnet.G).requires_grad_(False)      # a frozen copy: `hnet` is left as it was
+    bridge = Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, clip_range(t, lambda: lat))
+    return with_key(bridge, key), art.json('history.json')
 
 # %% ../nbs/11a_bridge.ipynb #e18b4dc3
 def bridge_few_shot(bridge:Bridge, feats:Features, mcfg:MetaDiffConfig, cfg:BridgeConfig, seed:int=0) -> dict:
@@ -192,29 +195,27 @@ def bridge_few_shot(bridge:Bridge, feats:Features, mcfg:MetaDiffConfig, cfg:Brid
     return {'bridge': res}
 
 # %% ../nbs/11a_bridge.ipynb #bb000026
-def bridge_n_shot(feats:Features, cfgs:dict, seed:int=0, n_max:int|None=None, redraws:int|None=None,
-                  timings:dict|None=None) -> dict:
-    """{'bridge': {n: acc}, 'hyperldm_finetune': {n: acc}, 'bridge_finetune': {n: acc}, ...}: mean query accuracy on
-    the meta-test tasks of the n-shot protocol, n = 0..n_max (0: zero-shot), averaged over `redraws` draws of the
-    support (the same draws for every method). `cfgs`: `configs.stage_configs(preset)` (which holds 'bridge', a
-    BridgeConfig); n_max and redraws default to cfgs['adapter']. Every stage is seeded with `seed` (`seed_configs`)."""
-    if 'bridge' not in cfgs: raise ConfigError("cfgs lacks 'bridge': add cfgs['bridge'] = BridgeConfig.default() (or another preset)")
+def bridge_n_shot(bridge:Bridge, ldm:HyperLDM, feats:Features, cfg:BridgeConfig, n_max:int, redraws:int,
+                  seed:int=0, timings:dict|None=None) -> dict:
+    """{'bridge': {n: acc}, 'hyperldm_finetune': {n: acc}, 'bridge_finetune': {n: acc}, 'std': ..., 'zero_shot': ...}:
+    mean query accuracy on the meta-test tasks of the n-shot protocol, n = 0..n_max (0: zero-shot), averaged over
+    `redraws` draws of the support (the same draws for every method). `bridge` samples with `cfg`'s guidance; `ldm` is
+    HyperLDM in the same (HNet) space, sampled at γ = 1 (DDIM-50, η = 0); both decode with the bridge's G. The stage
+    configs' n-shot protocol is `AdapterConfig.n_shot_max` and `n_shot_redraws`."""
+    if n_max < 1 or redraws < 1: raise ConfigError(f"bridge_n_shot: n_max={n_max}, redraws={redraws}; both must be >= 1")
+    if bridge.bundle is not None and ldm.bundle is not None and (
+            {k: v for k, v in bridge.bundle.parts.items() if k != 'bridge'} != {k: v for k, v in ldm.bundle.parts.items() if k != 'ldm'}):
+        raise ConfigError("bridge_n_shot: the bridge and HyperLDM were trained on different latents; pass both built on cached_latents(feats, hnet, pre)")
     timings = {} if timings is None else timings
-    cfgs = seed_configs(cfgs, seed)                     # one seed's configs, the tiny CLIP's included
-    hnet_cfg, pre_cfg, ldm_cfg, cfg = (cfgs[k] for k in ('hnet', 'precompute', 'hyperldm', 'bridge'))
-    sources = {'data': cfgs['data'], 'clip': cfgs['clip']}
-    n_max = n_max or cfgs['adapter'].n_shot_max; redraws = redraws or cfgs['adapter'].n_shot_redraws
-    with timed(timings, 'hyperldm'): z_ldm, G = hyperldm_zero_shot(feats, hnet_cfg, pre_cfg, ldm_cfg, sources, g=1.0, seed=seed)
-    with timed(timings, 'bridge_train'): bridge, hist = cached_bridge(feats, hnet_cfg, pre_cfg, cfg, sources)
-    tb = feats.tasks('meta_test')
+    G, tb = bridge.G, feats.tasks('meta_test')
+    with timed(timings, 'hyperldm'): z_ldm = ldm.sample(tb.question, 1.0, 50, seed, 0.)
     sample = lambda question, sup, gen: bridge.sample(question, sup, cfg.gamma_q, cfg.gamma_g, cfg.sample_steps, cfg.eta, gen)
     with timed(timings, 'bridge_sample'): z_br0 = sample(tb.question, None, seed)
     with torch.no_grad():
         res = {'zero_shot': {'bridge': query_accuracy(G(z_br0), tb).mean().item(),
                              'hyperldm': query_accuracy(G(z_ldm), tb).mean().item()}}
     kept, tasks = n_shot_filter(tb, n_max)
-    res |= {'bridge': {}, 'hyperldm_finetune': {}, 'bridge_finetune': {}, 'std': {}, 'n_tasks': len(tasks),
-            'train_seconds': hist.get('seconds'), 'null_frac': {k: hist.get(f'null_{k}_frac') for k in ('q', 'g', 'both')}}
+    res |= {'bridge': {}, 'hyperldm_finetune': {}, 'bridge_finetune': {}, 'std': {}, 'n_tasks': len(tasks)}
     if len(tasks) == 0: return res
     gen = as_generator(seed)
     for n in range(n_max + 1):

@@ -122,10 +122,8 @@ def _uncond_hvae(run):
 
 def _hyperclip(space):
     def method(run):
-        log, c = {}, run.cfgs
-        z, decode = hyperclip_zero_shot(run.features(), c['hnet'], c['precompute'], c['hyperclip'], run.sources, space,
-                                        hvae_cfg=c['hvae'], log=log, choose_steps=True)
-        hc, lat = run.hyperclip(space), run.latents(space)
+        log, hc, lat, decode = {}, run.hyperclip(space), run.latents(space), run.generator(space)
+        z = hyperclip_zero_shot(hc, decode, lat, run.features(), run.cfgs['hyperclip'], log=log, choose_steps=True)
         cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=run.seed) for s, z_or, q in
                (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, run.tasks().question))}
         return ZeroShot(z, decode, {'guide_steps': log['guide_steps']} | cls)
@@ -133,9 +131,8 @@ def _hyperclip(space):
 
 def _hyperldm(space):
     def method(run):
-        log, c = {}, run.cfgs
-        z, decode = hyperldm_zero_shot(run.features(), c['hnet'], c['precompute'], c['hyperldm'], run.sources, g=None,
-                                       steps=50, seed=run.seed, space=space, hvae_cfg=c['hvae'], log=log, eta=None)
+        log, decode = {}, run.generator(space)
+        z = hyperldm_zero_shot(run.hyperldm(space), decode, run.features(), g=None, steps=50, seed=run.seed, log=log, eta=None)
         return ZeroShot(z, decode, {'gamma': log['gamma'], 'eta': log['eta']})
     return method
 

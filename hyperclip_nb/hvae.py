@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_hvae.ipynb #675eadf3
 from __future__ import annotations
-import math, time
+import copy, math, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -12,15 +12,14 @@ import torch
 from .core import *
 from .training import train_loop
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle
-from .clip_adapter import adapter_size, query_accuracy
+from .clip_features import Features, TaskBatch, built_key, with_key
+from .clip_adapter import query_accuracy
 from .baselines import weight_generator
-from .hypernet import (HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents,
-                                   latent_accuracies, precompute_latents)
+from .hypernet import HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents
 
 # %% auto #0
 __all__ = ['SPACES', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
-           'cached_hvae_latents', 'space_generator', 'reconstruction_report', 'plot_reconstruction']
+           'cached_hvae_latents', 'frozen_generator', 'reconstruction_report', 'plot_reconstruction']
 
 # %% ../nbs/07_hvae.ipynb #8efc9cbf
 class HVAE(torch.nn.Module):
@@ -30,6 +29,7 @@ class HVAE(torch.nn.Module):
         self.enc = weight_generator(D, 2 * cfg.latent, cfg.width, depth=2)
         self.dec = weight_generator(cfg.latent, D, cfg.width, depth=2)
         self.register_buffer('z_init', torch.zeros(cfg.latent))   # z_init^HVAE, set by `fit_hvae`
+        self.bundle = None       # the cache key of a cached HVAE (`cached_hvae`)
     def encode(self, W:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "(μ [B, k'], log σ² [B, k']) of weights W [B, D]; log σ² = s − 1."
         mu, s = self.enc(W).chunk(2, dim=-1)
@@ -99,39 +99,41 @@ def load_hvae(path:str|Path, D:int, cfg:HVAEConfig) -> HVAE:
     return model.eval()
 
 # %% ../nbs/07_hvae.ipynb #e4096afb
-def cached_hvae(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HVAEConfig,
-                sources:dict) -> tuple[HVAE, dict]:
-    "(HVAE, history) trained on the HNet's precomputed weights, or loaded from the cache; `sources`: the configs that made `feats`."
+def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
+    """(HVAE, history) trained on the weights G_φ(z) of the HNet's cached latents `lat` (`cached_latents(feats, hnet,
+    pre)`), or loaded from the cache. Its key is the latents' key plus `cfg`; the HVAE carries it (`hvae.bundle`)."""
+    key = built_key(lat, 'the latents')
+    if lat.space != 'hnet' or not key.has(built_key(hnet, 'the HNet')):
+        raise ConfigError("cached_hvae: `lat` must be the HNet-space latents of this HNet: cached_latents(feats, hnet, pre)")
+    key = key.extend(hvae=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
-        hnet, _ = cached_hnet(feats, hnet_cfg, sources)
-        model, hist = fit_hvae(hnet.G, cached_latents(feats, hnet_cfg, pre, sources), cfg)
+        model, hist = fit_hvae(hnet.G, lat, cfg)
         save_hvae(model, out/'hvae.safetensors'); atomic_write_json(out/'history.json', hist)
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
-    art = load_or_build('hvae', Bundle.of(**sources, hnet=hnet_cfg, precompute=pre, hvae=cfg), build)
-    return load_hvae(art.file('hvae.safetensors'), adapter_size(feats.d, hnet_cfg.hidden), cfg), art.json('history.json')
+    art = load_or_build('hvae', key, build)
+    return with_key(load_hvae(art.file('hvae.safetensors'), hnet.n_weights, cfg), key), art.json('history.json')
 
-def cached_hvae_latents(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HVAEConfig, sources:dict) -> Latents:
-    "The HVAE-space precomputed adaptation dataset: section 3 with G = Dec frozen, from z_init^HVAE (built once, then loaded)."
+def cached_hvae_latents(feats:Features, hvae:HVAE) -> Latents:
+    """The HVAE-space precomputed adaptation dataset of a cached HVAE: method §3 with G = Dec frozen, from z_init^HVAE,
+    with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key); built once, then loaded."""
+    key = built_key(hvae, 'the HVAE')
+    pre = key.config('precompute', PrecomputeConfig)
     def build(bundle, out):
-        model, _ = cached_hvae(feats, hnet_cfg, pre, cfg, sources)
-        precompute_latents(model.dec, model.z_init, feats, pre).save(out/'latents.safetensors')
-    art = load_or_build('hvae_latents', Bundle.of(**sources, hnet=hnet_cfg, precompute=pre, hvae=cfg), build)
-    return Latents.load(art.file('latents.safetensors'), cfg.latent, feats.d, 'HVAEConfig.latent')
+        precompute_latents(hvae.dec, hvae.z_init, feats, pre).save(out/'latents.safetensors')
+    art = load_or_build('hvae_latents', key, build)
+    lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent')
+    lat.bundle, lat.space = key, 'hvae'
+    return lat
 
 # %% ../nbs/07_hvae.ipynb #88b8ea61
 SPACES = ('hnet', 'hvae')
 
-def space_generator(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, sources:dict, space:str='hnet',
-                    hvae_cfg:HVAEConfig|None=None) -> tuple[torch.nn.Module, Latents]:
-    "(frozen generator, its precomputed latents) of a space: the HNet's G_φ, or the HVAE's decoder (both cached)."
-    if space not in SPACES: raise ConfigError(f"space {space!r}: choose one of {list(SPACES)}")
-    if space == 'hnet':
-        G, lat = cached_hnet(feats, hnet_cfg, sources)[0].G, cached_latents(feats, hnet_cfg, pre, sources)
-    else:
-        if hvae_cfg is None: raise ConfigError("space='hvae' needs hvae_cfg, the HVAEConfig of the decoder")
-        G, lat = cached_hvae(feats, hnet_cfg, pre, hvae_cfg, sources)[0].dec, cached_hvae_latents(feats, hnet_cfg, pre, hvae_cfg, sources)
-    return G.requires_grad_(False).eval(), lat
+def frozen_generator(model:HNet|HVAE) -> torch.nn.Module:
+    """The generator of a latent space, frozen and in eval mode: the HNet's G_φ ('hnet') or the HVAE's decoder
+    ('hvae'). A copy, so that freezing it leaves `model` as it was."""
+    if not isinstance(model, (HNet, HVAE)): raise ConfigError(f"frozen_generator: expected an HNet or an HVAE, got {type(model).__name__}")
+    return copy.deepcopy(model.G if isinstance(model, HNet) else model.dec).requires_grad_(False).eval()
 
 
 # %% ../nbs/07_hvae.ipynb #c9edeac4

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from .core import *
 from .training import check_finite, train_loop
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle
+from .clip_features import Features, TaskBatch, built_key
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
 from .baselines import weight_generator, validation_split
-from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
-from .hvae import HVAEConfig, cached_hvae, cached_hvae_latents, SPACES, space_generator
+from .hypernet import HNetConfig, PrecomputeConfig, Latents
+from .hvae import SPACES
 
 # %% auto #0
 __all__ = ['SCALE_INIT', 'SCALE_MAX', 'weight_encoder', 'HyperClip', 'infonce', 'hyperclip_loss', 'fit_hyperclip',
@@ -156,19 +156,21 @@ def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig) -> Hyper
     return model.eval()
 
 # %% ../nbs/08_hyperclip.ipynb #48a12659
-def cached_hyperclip(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HyperClipConfig, sources:dict,
-                     space:str='hnet', hvae_cfg:HVAEConfig|None=None) -> tuple[HyperClip, dict]:
-    "(HyperCLIP, history with the build's 'seconds') for a generator space ('hnet': Algorithm 9, 'hvae': Algorithm 10), trained once then loaded."
-    G, lat = space_generator(feats, hnet_cfg, pre, sources, space, hvae_cfg)
+def cached_hyperclip(G:torch.nn.Module, lat:Latents, cfg:HyperClipConfig) -> tuple[HyperClip, dict]:
+    """(HyperCLIP, history with the build's 'seconds') trained once, then loaded, on the cached latents `lat` of a
+    generator space decoded by its frozen generator `G` ('hnet': Algorithm 9, 'hvae': Algorithm 10). Its key is the
+    latents' key plus `cfg`."""
+    key = built_key(lat, 'the latents').extend(hyperclip=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
         model, hist = fit_hyperclip(G, lat, cfg)
         save_hyperclip(model, out/'hyperclip.safetensors'); atomic_write_json(out/'history.json', hist)
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
-    ups = dict(hnet=hnet_cfg, precompute=pre) | ({'hvae': hvae_cfg} if space == 'hvae' else {})
-    art = load_or_build(f'{space}_hyperclip', Bundle.of(**sources, **ups, hyperclip=cfg), build)
-    n_in = adapter_size(feats.d, hnet_cfg.hidden) if cfg.input == 'weights' else lat.k
-    return load_hyperclip(art.file('hyperclip.safetensors'), n_in, feats.d, cfg), art.json('history.json') | {'seconds': art.meta.get('seconds')}
+    art = load_or_build(f'{lat.space}_hyperclip', key, build)
+    d = lat.question.shape[-1]
+    n_in = adapter_size(d, key.config('hnet', HNetConfig).hidden) if cfg.input == 'weights' else lat.k
+    model = load_hyperclip(art.file('hyperclip.safetensors'), n_in, d, cfg)
+    return model, art.json('history.json') | {'seconds': art.meta.get('seconds')}
 
 def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, feats:Features, val_frac:float,
                        cfg:HyperClipConfig) -> tuple[int, list]:
@@ -180,16 +182,15 @@ def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, 
     _, log = guide(model, G, z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=tb)
     return int(np.argmax(log['acc'])), log['acc']
 
-def hyperclip_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre:PrecomputeConfig, cfg:HyperClipConfig, sources:dict,
-                        space:str='hnet', hvae_cfg:HVAEConfig|None=None, log:dict|None=None,
-                        choose_steps:bool=False) -> tuple[torch.Tensor, torch.nn.Module]:
-    """(guided latents z [B, k] of the meta-test tasks, the generator decoding them): rows `hnet_hyperclip` /
-    `hvae_hyperclip`. `choose_steps`: run S* steps chosen on the validation tasks (`choose_guide_steps`) instead of
-    `cfg.guide_steps`; `log` receives the guidance log, 'guide_steps' and, when chosen, 'val_acc' per step."""
-    G, lat = space_generator(feats, hnet_cfg, pre, sources, space, hvae_cfg)
-    model, _ = cached_hyperclip(feats, hnet_cfg, pre, cfg, sources, space, hvae_cfg)
-    S, val = (choose_guide_steps(model, G, lat.z_init, feats, pre.val_frac, cfg) if choose_steps else (cfg.guide_steps, None))
+def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:Features, cfg:HyperClipConfig,
+                        log:dict|None=None, choose_steps:bool=False) -> torch.Tensor:
+    """Guided latents z [B, k] of the meta-test tasks, from the space's z_init (`lat.z_init`), to decode with `G`: rows
+    `hnet_hyperclip` / `hvae_hyperclip`. `choose_steps`: run S* steps chosen on the validation tasks
+    (`choose_guide_steps`; those the cached latents `lat` left out) instead of `cfg.guide_steps`; `log` receives the
+    guidance log, 'guide_steps' and, when chosen, 'val_acc' per step."""
+    if choose_steps: S, val = choose_guide_steps(model, G, lat.z_init, feats, built_key(lat, 'the latents').config('precompute', PrecomputeConfig).val_frac, cfg)
+    else: S, val = cfg.guide_steps, None
     tb = feats.tasks('meta_test')
     z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
     if log is not None: log.update(steps | {'guide_steps': S} | ({'val_acc': val} if val else {}))
-    return z, G
+    return z

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import torch
 from .core import *
 from .configs import *
-from .clip_features import Features, Bundle
+from .clip_features import Features, built_key, with_key
 from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
-from .hypernet import HNetConfig, PrecomputeConfig, Latents, cached_hnet, cached_latents
+from .hypernet import PrecomputeConfig, Latents
 from .baselines import validation_split
 from .hypernet import pca_2d
 import numpy as np
-from .hvae import HVAEConfig, space_generator
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
@@ -67,29 +66,24 @@ def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
     return HyperLDM(model, sched, mu, sigma, x0.abs().max().item()), hist
 
 # %% ../nbs/10_hyperldm.ipynb #da000009
-def cached_hyperldm(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
-                    sources:dict, space:str='hnet', hvae_cfg:HVAEConfig|None=None) -> tuple[HyperLDM, dict]:
-    "(HyperLDM, history) trained on the cached latents of `space` ('hnet', or 'hvae' with `hvae_cfg`), or loaded from the cache."
+def cached_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
+    """(HyperLDM, history) trained on the cached latents `lat` of a space (`cached_latents` or `cached_hvae_latents`),
+    or loaded from the cache. Its key is the latents' key plus `cfg`; the model carries it (`ldm.bundle`)."""
+    key = built_key(lat, 'the latents').extend(ldm=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
-        ldm, hist = fit_hyperldm(space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1], cfg)
+        ldm, hist = fit_hyperldm(lat, cfg)
         save_tensors(out/'hyperldm.safetensors', {**{f'model.{k}': v for k, v in ldm.model.state_dict().items()},
                                                   'mu': ldm.mu, 'sigma': ldm.sigma, 'x0_max': torch.tensor(ldm.x0_max)})
         every = max(1, len(hist['loss']) // 1000)          # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', {'loss': hist['loss'][::every], 'loss_every': every, 'null_frac': hist['null_frac']})
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
-    parts = dict(**sources, hnet=hnet_cfg, precompute=pre_cfg, ldm=cfg)
-    if space == 'hvae':
-        if hvae_cfg is None: raise ConfigError("space='hvae' needs hvae_cfg, the HVAEConfig of the decoder")
-        parts['hvae'] = hvae_cfg
-    art = load_or_build('hyperldm' if space == 'hnet' else 'hvae_hyperldm', Bundle.of(**parts), build)
+    art = load_or_build('hyperldm' if lat.space == 'hnet' else 'hvae_hyperldm', key, build)
     t = art.tensors('hyperldm.safetensors')
-    k = hnet_cfg.latent if space == 'hnet' else hvae_cfg.latent
-    model = Denoiser(k, feats.d, cfg.width, cfg.depth, cfg.temb)
+    model = Denoiser(lat.k, lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    x0_max = clip_range(t, lambda: space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)[1])
-    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], x0_max)
-    return ldm, art.json('history.json')
+    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], clip_range(t, lambda: lat))
+    return with_key(ldm, key), art.json('history.json')
 
 def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
                     steps:int|None=50, seed:int=0, eta:float=0.) -> tuple[float, dict]:
@@ -112,22 +106,20 @@ def choose_sampler(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:flo
     best = max(((e, g) for e in etas for g in sorted(val[e])), key=lambda p: val[p[0]][p[1]])   # max keeps the first
     return best[1], best[0], val
 
-def hyperldm_zero_shot(feats:Features, hnet_cfg:HNetConfig, pre_cfg:PrecomputeConfig, cfg:DiffusionConfig,
-                       sources:dict, g:float|None=1., steps:int|None=50, seed:int=0, space:str='hnet',
-                       hvae_cfg:HVAEConfig|None=None, log:dict|None=None, eta:float|None=0.):
-    """(z [B, k], decode): one sampled latent per meta-test task at guidance scale g and DDIM noise η, and the generator
-    of `space` to decode it. `g=None` chooses γ among `GAMMAS`, `eta=None` chooses η among `ETAS`, on the validation
-    tasks (`choose_sampler`); `log` receives 'gamma', 'eta' and, when chosen, 'val_acc' ({γ: accuracy} at η*) and
-    'val_acc_by_eta' ({η: {γ: accuracy}})."""
-    ldm, _ = cached_hyperldm(feats, hnet_cfg, pre_cfg, cfg, sources, space, hvae_cfg)
-    G, _ = space_generator(feats, hnet_cfg, pre_cfg, sources, space, hvae_cfg)
+def hyperldm_zero_shot(ldm:HyperLDM, G:torch.nn.Module, feats:Features, g:float|None=1., steps:int|None=50,
+                       seed:int=0, log:dict|None=None, eta:float|None=0.) -> torch.Tensor:
+    """z [B, k]: one sampled latent per meta-test task at guidance scale g and DDIM noise η, to decode with the space's
+    generator `G`. `g=None` chooses γ among `GAMMAS`, `eta=None` chooses η among `ETAS`, on the validation tasks
+    (`choose_sampler`; those the cached model's latents left out, read from its key); `log` receives 'gamma', 'eta'
+    and, when chosen, 'val_acc' ({γ: accuracy} at η*) and 'val_acc_by_eta' ({η: {γ: accuracy}})."""
     val = None
     if g is None or eta is None:
-        g, eta, val = choose_sampler(ldm, G, feats, pre_cfg.val_frac, GAMMAS if g is None else (g,),
+        val_frac = built_key(ldm, 'the HyperLDM').config('precompute', PrecomputeConfig).val_frac
+        g, eta, val = choose_sampler(ldm, G, feats, val_frac, GAMMAS if g is None else (g,),
                                      ETAS if eta is None else (eta,), steps, seed + 1000)
     if log is not None:
         log.update({'gamma': float(g), 'eta': float(eta)} | ({'val_acc': val[eta], 'val_acc_by_eta': val} if val else {}))
-    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed, eta), G
+    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed, eta)
 
 
 # %% ../nbs/10_hyperldm.ipynb #eb591ee1

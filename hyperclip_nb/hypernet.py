@@ -13,7 +13,7 @@ import torch
 from torch.func import grad, vmap, functional_call
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle
+from .clip_features import Features, TaskBatch, Bundle, built_key, with_key
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
 from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, task_loss,
                                     clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)
@@ -42,6 +42,7 @@ class HNet(torch.nn.Module):
     def __init__(self, d:int, cfg:HNetConfig, conditional:bool=False):
         super().__init__()
         self.d, self.conditional = d, conditional
+        self.bundle = None       # the cache key of a cached HNet (`cached_hnet`), which its latents' keys extend
         self.G = weight_generator(cfg.latent, adapter_size(d, cfg.hidden), cfg.width)
         if conditional: self.P = torch.nn.Linear(d, cfg.latent)
         else: self.z0 = torch.nn.Parameter(torch.randn(cfg.latent))
@@ -194,6 +195,8 @@ class Latents:
     oracle_meta_train: torch.Tensor  # [N, k]: fine-tuned on the support set only
     oracle_meta_test: torch.Tensor   # [N_test, k]
     z_init: torch.Tensor             # [k]: the start of every fine-tuning
+    bundle = None                    # the cache key of cached latents, which every stage trained on them extends
+    space = 'hnet'                   # the generator space: 'hnet' (G_φ) or 'hvae' (the HVAE's decoder)
     @property
     def k(self) -> int: return self.latents.shape[-1]
     def questions(self) -> torch.Tensor:
@@ -239,26 +242,29 @@ def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, 
                    oracle['meta_test'], z_init.detach().clone())
 
 # %% ../nbs/06_hypernet.ipynb #5d4d287b
-def cached_hnet(feats:Features, cfg:HNetConfig, sources:dict, conditional:bool=False) -> tuple[HNet, dict]:
-    "(HNet, history) trained on `feats` by `fit_hnet`, or loaded from the cache; `sources`: the configs that made `feats`."
+def cached_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HNet, dict]:
+    """(HNet, history) trained on `feats` by `fit_hnet`, or loaded from the cache. Its key extends the features' key
+    (`feats.bundle`) with `cfg`; the HNet carries it (`hnet.bundle`), and the stages built on it extend it in turn."""
     def build(bundle, out):
         t0 = time.perf_counter()
         model, hist = fit_hnet(feats, cfg, conditional)
         save_hnet(model, out/'hnet.safetensors'); atomic_write_json(out/'history.json', hist)
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
-    stage = 'cond_hnet' if conditional else 'hnet'
-    art = load_or_build(stage, Bundle.of(**sources, hnet=cfg), build)
-    return load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional), art.json('history.json')
+    key = built_key(feats, 'the features').extend(hnet=cfg)
+    art = load_or_build('cond_hnet' if conditional else 'hnet', key, build)
+    return with_key(load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional), key), art.json('history.json')
 
-def cached_latents(feats:Features, cfg:HNetConfig, pre:PrecomputeConfig, sources:dict) -> Latents:
-    "The HNet-space precomputed adaptation dataset (built once, then loaded); trains the HNet first if needed."
+def cached_latents(feats:Features, hnet:HNet, pre:PrecomputeConfig) -> Latents:
+    """The HNet-space precomputed adaptation dataset of a cached unconditional HNet (method §3: fine-tune the latent
+    from z0 through the frozen G_φ), built once, then loaded. Its key is the HNet's key plus `pre`."""
+    if hnet.conditional: raise ConfigError("cached_latents: precompute from the unconditional HNet (cached_hnet(..., conditional=False)); a conditional HNet has no z0")
+    key = built_key(hnet, 'the HNet').extend(precompute=pre)
     def build(bundle, out):
         t0 = time.perf_counter()
-        model, _ = cached_hnet(feats, cfg, sources)
-        precompute_latents(model.G, model.z0, feats, pre).save(out/'latents.safetensors')
+        precompute_latents(hnet.G, hnet.z0, feats, pre).save(out/'latents.safetensors')
         return {'seconds': time.perf_counter() - t0}
-    art = load_or_build('hnet_latents', Bundle.of(**sources, hnet=cfg, precompute=pre), build)
-    return Latents.load(art.file('latents.safetensors'), cfg.latent, feats.d)
+    art = load_or_build('hnet_latents', key, build)
+    return with_key(Latents.load(art.file('latents.safetensors'), hnet.z0.shape[-1], feats.d), key)
 
 # %% ../nbs/06_hypernet.ipynb #41543f8a
 def plot_losses(hist:dict,   # name -> per-epoch values

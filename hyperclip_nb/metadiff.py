@@ -12,7 +12,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle, metashapes_features
+from .clip_features import Features, TaskBatch, Bundle, built_key, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
 from .training import Draws, train_loop, ema_update_
@@ -276,14 +276,15 @@ def prototype_accuracies(ep:Episodes, scale:float=10.) -> dict:
             'support_mean': episode_accuracy(ep.proto, ep, scale)}
 
 # %% ../nbs/11_metadiff.ipynb #md000040
-def cached_metadiff(feats:Features, cfg:MetaDiffConfig, K:int, sources:dict) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
-    "(EMA denoiser, schedule, history) for K shots, trained by `fit_metadiff` or loaded (safetensors + JSON)."
+def cached_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
+    """(EMA denoiser, schedule, history) for K shots, trained by `fit_metadiff` or loaded (safetensors + JSON). Its
+    key is the features' key (`feats.bundle`) plus `cfg` and K."""
     def build(bundle, out):
         model, _, hist = fit_metadiff(feats, cfg, K)
         save_tensors(out/'denoiser.safetensors', model.state_dict())
         atomic_write_json(out/'history.json', hist, indent=None)
         return {'seconds': hist['seconds'], 'final_loss': float(np.mean(hist['loss'][-50:]))}
-    bundle = Bundle.of(**sources, metadiff=cfg)
+    bundle = built_key(feats, 'the features').extend(metadiff=cfg)
     bundle.parts['K'] = K
     art = load_or_build('metadiff', bundle, build)
     model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
@@ -308,7 +309,6 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
     cfgs = seed_configs(cfgs | {'metadiff': cfg}, seed); cfg = cfgs['metadiff']   # one seed's configs, as `seed_configs` writes them
     if unknown := set(methods) - set(METHODS): raise ConfigError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
     n = n_episodes or cfg.test_episodes
-    sources = {'data': cfgs['data'], 'clip': cfgs['clip']}
     timings = {} if timings is None else timings
     res = {m: {} for m in methods}
     starts = {}
@@ -317,13 +317,13 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
         with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'])[0], None)
     if 'hnet_maml' in methods:
         with timed(timings, 'hnet_maml_train'):
-            hnet, _ = cached_hnet(feats, cfgs['hnet'], sources, conditional=False)
+            hnet, _ = cached_hnet(feats, cfgs['hnet'], conditional=False)
         starts['hnet_maml'] = (hnet.init_latent, hnet.G)
     for K in cfg.shots:
         ep = EpisodeSampler(feats, 'meta_test', K, cfg.ways, cfg.queries).test_episodes(n, generator=seed * 1000 + K)
         accs = {k: v for k, v in prototype_accuracies(ep, cfg.scale).items() if k in methods}
         if {'metadiff', 'metadiff_gate1'} & set(methods):
-            with timed(timings, f'metadiff_train_{K}shot'): model, sched, _ = cached_metadiff(feats, cfg, K, sources)
+            with timed(timings, f'metadiff_train_{K}shot'): model, sched, _ = cached_metadiff(feats, cfg, K)
             for name, one in (('metadiff', False), ('metadiff_gate1', True)):
                 if name not in methods: continue
                 with timed(timings, f'{name}_sample_{K}shot'):

@@ -10,9 +10,9 @@ import torch
 from .core import *
 from .configs import *
 from . import meta_shapes as ms
-from .clip_features import Features, TaskBatch, Bundle, metashapes_features, load_clip, extract_features
-from .hypernet import HNet, Latents, cached_hnet
-from .hvae import HVAE, SPACES, cached_hvae, space_generator
+from .clip_features import Features, TaskBatch, Bundle, with_key, metashapes_features, load_clip, extract_features
+from .hypernet import HNet, Latents, cached_hnet, cached_latents
+from .hvae import HVAE, SPACES, cached_hvae, cached_hvae_latents, frozen_generator
 from .hyperclip import HyperClip, cached_hyperclip
 from .hyperldm import HyperLDM, cached_hyperldm
 from .metadiff import cached_metadiff
@@ -32,8 +32,7 @@ class MetaVQASource(ConfigBase):
 
 def _build_vqa_features(bundle:Bundle, out:Path):
     from hyperclip_nb.meta_vqa import prepare_metavqa
-    src = MetaVQASource.from_dict({k: v for k, v in bundle.parts['data'].items() if k != 'class'})
-    clip = ClipConfig.from_dict({k: v for k, v in bundle.parts['clip'].items() if k != 'class'})
+    src, clip = bundle.config('data', MetaVQASource), bundle.config('clip', ClipConfig)
     ds = prepare_metavqa(src.data_root)
     model, tok, size = load_clip(clip)
     extract_features(ds, model, tok, size).save(out)
@@ -51,8 +50,8 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
     src = MetaVQASource(str(Path(data_root or '').expanduser().resolve()) if data_root else '')
     with timed(timings, 'data'): prepare_metavqa(src.data_root)
     with timed(timings, 'features'):
-        art = load_or_build('features', Bundle.of(data=src, clip=cfgs['clip']), _build_vqa_features)
-        return Features.load(art.path)
+        key = Bundle.of(data=src, clip=cfgs['clip'])
+        return with_key(Features.load(load_or_build('features', key, _build_vqa_features).path), key)   # two copies never share an artifact
 
 # %% ../nbs/11b_pipeline.ipynb #0669f8f8
 class Run:
@@ -83,11 +82,6 @@ class Run:
         if space not in SPACES: raise ConfigError(f"space {space!r}: choose one of {list(SPACES)}")
         return space
 
-    @property
-    def sources(self) -> dict:
-        "The configs that made the features: part of every later stage's cache key."
-        return {'data': self.cfgs['data'], 'clip': self.cfgs['clip']}
-
     def features(self) -> Features:
         "The dataset's frozen CLIP features (`03_clip_features`; on Meta-VQA, `02_meta_vqa` + a pretrained CLIP)."
         return self._once('features', lambda: dataset_features(self.dataset, self.cfgs, self.data_root, self.timings))
@@ -98,42 +92,35 @@ class Run:
 
     def hnet(self, conditional:bool=False) -> HNet:
         "The meta-learned HNet (Algorithm 4; Algorithm 7 when `conditional`), `06_hypernet`."
-        return self._once(('hnet', conditional), lambda: cached_hnet(self.features(), self.cfgs['hnet'], self.sources, conditional)[0])
+        return self._once(('hnet', conditional), lambda: cached_hnet(self.features(), self.cfgs['hnet'], conditional)[0])
 
     def hvae(self) -> HVAE:
         "The HVAE trained on the HNet's precomputed weights (Algorithm 8), `07_hvae`."
-        c = self.cfgs
-        return self._once('hvae', lambda: cached_hvae(self.features(), c['hnet'], c['precompute'], c['hvae'], self.sources)[0])
+        return self._once('hvae', lambda: cached_hvae(self.hnet(), self.latents('hnet'), self.cfgs['hvae'])[0])
 
-    def _generator_and_latents(self, space:str):
-        c = self.cfgs
-        return self._once(('space', self._space(space)), lambda: space_generator(self.features(), c['hnet'], c['precompute'],
-                                                                                  self.sources, space, c['hvae']))
     def generator(self, space:str='hnet') -> torch.nn.Module:
         "The frozen generator of a latent space: the HNet's G_φ ('hnet') or the HVAE's decoder ('hvae')."
-        return self._generator_and_latents(space)[0]
+        return self._once(('generator', self._space(space)), lambda: frozen_generator(self.hnet() if space == 'hnet' else self.hvae()))
 
     def latents(self, space:str='hnet') -> Latents:
         "The precomputed adaptation dataset of a space (`06_hypernet`, `07_hvae`)."
-        return self._generator_and_latents(space)[1]
+        if self._space(space) == 'hnet':
+            return self._once(('latents', 'hnet'), lambda: cached_latents(self.features(), self.hnet(), self.cfgs['precompute']))
+        return self._once(('latents', 'hvae'), lambda: cached_hvae_latents(self.features(), self.hvae()))
 
     def hyperclip(self, space:str='hnet') -> HyperClip:
         "HyperCLIP trained on the space's latents (Algorithm 9 or 10), `08_hyperclip`."
-        c = self.cfgs
         return self._once(('hyperclip', self._space(space)), lambda: cached_hyperclip(
-            self.features(), c['hnet'], c['precompute'], c['hyperclip'], self.sources, space, c['hvae'])[0])
+            self.generator(space), self.latents(space), self.cfgs['hyperclip'])[0])
 
     def hyperldm(self, space:str='hnet') -> HyperLDM:
         "HyperLDM trained on the space's latents (Algorithms 12–13), `10_hyperldm`."
-        c = self.cfgs
-        return self._once(('hyperldm', self._space(space)), lambda: cached_hyperldm(
-            self.features(), c['hnet'], c['precompute'], c['hyperldm'], self.sources, space, c['hvae'])[0])
+        return self._once(('hyperldm', self._space(space)), lambda: cached_hyperldm(self.latents(space), self.cfgs['hyperldm'])[0])
 
     def bridge(self) -> Bridge:
         "The bridge: HyperLDM conditioned on the question and the support gradient, `11a_bridge`."
-        c = self.cfgs
-        return self._once('bridge', lambda: cached_bridge(self.features(), c['hnet'], c['precompute'], c['bridge'], self.sources)[0])
+        return self._once('bridge', lambda: cached_bridge(self.features(), self.hnet(), self.latents('hnet'), self.cfgs['bridge'])[0])
 
     def metadiff(self, K:int) -> tuple:
         "(denoiser, schedule) of MetaDiff for K shots, `11_metadiff`."
-        return self._once(('metadiff', K), lambda: cached_metadiff(self.features(), self.cfgs['metadiff'], K, self.sources)[:2])
+        return self._once(('metadiff', K), lambda: cached_metadiff(self.features(), self.cfgs['metadiff'], K)[:2])
