@@ -210,6 +210,9 @@ def compare_results(mine:dict, ours:dict, abs_tol:float=0.02, k:float=2.0) -> di
     for lib in ('torch', 'open_clip', 'hyperclip_nb'):
         va, vb = mine.get('versions', {}).get(lib), ours.get('versions', {}).get(lib)
         if va != vb: notes.append(f"{lib} {va} here, {vb} in the reference")
+    if (ca_ := mine.get('versions', {}).get('cpu')) != (cb_ := ours.get('versions', {}).get('cpu')):
+        notes.append(f"CPU {ca_ or 'not recorded'} here, {cb_ or 'not recorded'} in the reference: a seed repeats bit for bit "
+                     "only on the same CPU and torch build, so expect differences within the seed spread")
     if (ca := mine.get('configs')) and (cb := ours.get('configs')):
         if diff := sorted(s for s in set(ca) | set(cb) if ca.get(s) != cb.get(s)): notes.append(f"stage configs differ: {diff}")
     return {'rows': rows, 'differ': [f"{r['method']}.{r['metric']}" for r in rows if not r['ok']], 'missing': missing,

@@ -20,17 +20,25 @@ from .evaluation import _mean_std
 from .report import results_markdown, save_figure, plot_n_shot, plot_guidance_sweep, plot_few_shot
 
 # %% auto #0
-__all__ = ['versions', 'check_out_dir', 'reproduce']
+__all__ = ['cpu_name', 'versions', 'check_out_dir', 'reproduce']
 
 # %% ../nbs/12c_reproduce.ipynb #d238892c
+def cpu_name() -> str:
+    """The CPU's model and the vector instructions torch's kernels use on it ('AMD EPYC, AVX512'). The same seed, torch
+    build and code give the same bits only on the same kind of CPU: floating-point sums differ between kernels."""
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.exists() else []
+    name = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), '') or platform.processor() or '?'
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
+
 def versions() -> dict:
-    "Versions of Python, torch, open_clip and hyperclip_nb, and the machine."
+    "Versions of Python, torch, open_clip and hyperclip_nb, and the machine, its CPU included (`cpu_name`)."
     import open_clip
     import torchvision
     return {'hyperclip_nb': package_version(), 'python': platform.python_version(), 'torch': torch.__version__,
             'torchvision': torchvision.__version__,
             'open_clip': getattr(open_clip, '__version__', '?'), 'numpy': np.__version__,
-            'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'threads': torch.get_num_threads()}
+            'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'cpu': cpu_name(), 'threads': torch.get_num_threads()}
 
 def check_out_dir(out:str|Path) -> Path:
     "The output folder, refusing a path that is an existing file."
