@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_bridge.ipynb #bb000003
 from __future__ import annotations
-import copy, dataclasses, math, time
+import dataclasses, math, time
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -13,7 +13,8 @@ from .configs import *
 from .clip_features import Features, TaskBatch, built_key, with_key
 from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter, n_shot_batch
 from .training import Draws, train_loop
-from .hypernet import HNet, Latents
+from .hypernet import HNet, Latents, hnet_latents_key
+from .hvae import frozen_generator
 from .diffusion import SCHEDULES, NoiseSchedule, Denoiser, timestep_embedding, q_sample, ddim_sample
 from .hyperldm import HyperLDM, standardize, clip_range
 from .metadiff import EpisodeSampler, episode_tasks, _ci95
@@ -159,10 +160,7 @@ def bridge_eps(model, x:torch.Tensor, t:torch.Tensor, q:torch.Tensor, g:torch.Te
 def cached_bridge(feats:Features, hnet:HNet, lat:Latents, cfg:BridgeConfig) -> tuple[Bridge, dict]:
     """(Bridge, history) trained by `fit_bridge` on the HNet's cached latents `lat` (`cached_latents(feats, hnet, pre)`),
     or loaded from the cache (safetensors + JSON). Its key is the latents' key plus `cfg`; the bridge carries it."""
-    key = built_key(lat, 'the latents')
-    if lat.space != 'hnet' or not key.has(built_key(hnet, 'the HNet')):
-        raise ConfigError("cached_bridge: `lat` must be the HNet-space latents of this HNet: cached_latents(feats, hnet, pre)")
-    key = key.extend(bridge=cfg)
+    key = hnet_latents_key(hnet, lat, 'cached_bridge').extend(bridge=cfg)
     def build(bundle, out):
         bridge, hist = fit_bridge(feats, lat, hnet.G, cfg)
         save_tensors(out/'bridge.safetensors', {**{f'model.{k}': v for k, v in bridge.model.state_dict().items()},
@@ -176,8 +174,8 @@ def cached_bridge(feats:Features, hnet:HNet, lat:Latents, cfg:BridgeConfig) -> t
     model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
     try: model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
     except RuntimeError as e: raise DataError(f"{art.path}: weights do not fit {cfg}; delete the folder to rebuild") from e
-    G = copy.deepcopy(hnet.G).requires_grad_(False)      # a frozen copy: `hnet` is left as it was
-    bridge = Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], G, clip_range(t, lambda: lat))
+    bridge = Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], frozen_generator(hnet),
+                    clip_range(t, lambda: lat))
     return with_key(bridge, key), art.json('history.json')
 
 # %% ../nbs/11a_bridge.ipynb #e18b4dc3

@@ -15,7 +15,8 @@ from .configs import *
 from .clip_features import Features, TaskBatch, built_key, with_key
 from .clip_adapter import query_accuracy
 from .baselines import weight_generator
-from .hypernet import HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents
+from .hypernet import (HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents,
+                                   hnet_latents_key, precompute_config)
 
 # %% auto #0
 __all__ = ['SPACES', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
@@ -102,10 +103,7 @@ def load_hvae(path:str|Path, D:int, cfg:HVAEConfig) -> HVAE:
 def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
     """(HVAE, history) trained on the weights G_φ(z) of the HNet's cached latents `lat` (`cached_latents(feats, hnet,
     pre)`), or loaded from the cache. Its key is the latents' key plus `cfg`; the HVAE carries it (`hvae.bundle`)."""
-    key = built_key(lat, 'the latents')
-    if lat.space != 'hnet' or not key.has(built_key(hnet, 'the HNet')):
-        raise ConfigError("cached_hvae: `lat` must be the HNet-space latents of this HNet: cached_latents(feats, hnet, pre)")
-    key = key.extend(hvae=cfg)
+    key = hnet_latents_key(hnet, lat, 'cached_hvae').extend(hvae=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
         model, hist = fit_hvae(hnet.G, lat, cfg)
@@ -117,13 +115,12 @@ def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
 def cached_hvae_latents(feats:Features, hvae:HVAE) -> Latents:
     """The HVAE-space precomputed adaptation dataset of a cached HVAE: method §3 with G = Dec frozen, from z_init^HVAE,
     with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key); built once, then loaded."""
-    key = built_key(hvae, 'the HVAE')
-    pre = key.config('precompute', PrecomputeConfig)
+    key, pre = built_key(hvae, 'the HVAE'), precompute_config(hvae, 'the HVAE')
     def build(bundle, out):
         precompute_latents(hvae.dec, hvae.z_init, feats, pre).save(out/'latents.safetensors')
     art = load_or_build('hvae_latents', key, build)
-    lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent')
-    lat.bundle, lat.space = key, 'hvae'
+    lat = with_key(Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent'), key)
+    lat.space = 'hvae'
     return lat
 
 # %% ../nbs/07_hvae.ipynb #88b8ea61

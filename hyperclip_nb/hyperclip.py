@@ -16,7 +16,7 @@ from .configs import *
 from .clip_features import Features, TaskBatch, built_key
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
 from .baselines import weight_generator, validation_split
-from .hypernet import HNetConfig, PrecomputeConfig, Latents
+from .hypernet import HNetConfig, PrecomputeConfig, Latents, precompute_config
 from .hvae import SPACES
 
 # %% auto #0
@@ -188,7 +188,7 @@ def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:F
     `hnet_hyperclip` / `hvae_hyperclip`. `choose_steps`: run S* steps chosen on the validation tasks
     (`choose_guide_steps`; those the cached latents `lat` left out) instead of `cfg.guide_steps`; `log` receives the
     guidance log, 'guide_steps' and, when chosen, 'val_acc' per step."""
-    if choose_steps: S, val = choose_guide_steps(model, G, lat.z_init, feats, built_key(lat, 'the latents').config('precompute', PrecomputeConfig).val_frac, cfg)
+    if choose_steps: S, val = choose_guide_steps(model, G, lat.z_init, feats, precompute_config(lat, 'the latents').val_frac, cfg)
     else: S, val = cfg.guide_steps, None
     tb = feats.tasks('meta_test')
     z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)

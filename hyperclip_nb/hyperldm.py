@@ -11,7 +11,7 @@ from .core import *
 from .configs import *
 from .clip_features import Features, built_key, with_key
 from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
-from .hypernet import PrecomputeConfig, Latents
+from .hypernet import Latents, precompute_config
 from .baselines import validation_split
 from .hypernet import pca_2d
 import numpy as np
@@ -114,7 +114,7 @@ def hyperldm_zero_shot(ldm:HyperLDM, G:torch.nn.Module, feats:Features, g:float|
     and, when chosen, 'val_acc' ({γ: accuracy} at η*) and 'val_acc_by_eta' ({η: {γ: accuracy}})."""
     val = None
     if g is None or eta is None:
-        val_frac = built_key(ldm, 'the HyperLDM').config('precompute', PrecomputeConfig).val_frac
+        val_frac = precompute_config(ldm, 'the HyperLDM').val_frac
         g, eta, val = choose_sampler(ldm, G, feats, val_frac, GAMMAS if g is None else (g,),
                                      ETAS if eta is None else (eta,), steps, seed + 1000)
     if log is not None:

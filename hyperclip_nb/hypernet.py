@@ -4,6 +4,8 @@
 
 # %% ../nbs/06_hypernet.ipynb #5dbaf56e
 from __future__ import annotations
+# Over 300 lines for a reason: one stage of the paper: the generator, latent-only MAML (unconditional and conditional), the
+# precomputed adaptation dataset of method §3, and their cached artifacts, whose keys every later stage extends.
 import time, dataclasses
 from dataclasses import dataclass
 from functools import partial
@@ -22,8 +24,8 @@ from .meta_shapes import FAMILY_BY_NAME
 # %% auto #0
 __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
            'hnet_meta_grad_loop', 'fit_hnet', 'latent_finetune', 'latent_accuracies', 'hnet_accuracies', 'save_hnet',
-           'load_hnet', 'random_subsets', 'Latents', 'precompute_latents', 'cached_hnet', 'cached_latents',
-           'plot_losses', 'question_kind', 'pca_2d', 'plot_latent_pca']
+           'load_hnet', 'random_subsets', 'Latents', 'precompute_latents', 'cached_hnet', 'hnet_latents_key',
+           'precompute_config', 'cached_latents', 'plot_losses', 'question_kind', 'pca_2d', 'plot_latent_pca']
 
 # %% ../nbs/06_hypernet.ipynb #96ae2959
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
@@ -253,6 +255,17 @@ def cached_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple
     key = built_key(feats, 'the features').extend(hnet=cfg)
     art = load_or_build('cond_hnet' if conditional else 'hnet', key, build)
     return with_key(load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional), key), art.json('history.json')
+
+def hnet_latents_key(hnet:HNet, lat:Latents, who:str) -> Bundle:
+    "The key of `lat`, checked to be the HNet-space latents of `hnet` (what the HVAE and the bridge train on)."
+    key = built_key(lat, 'the latents')
+    if lat.space != 'hnet' or not key.has(built_key(hnet, 'the HNet')):
+        raise ConfigError(f"{who}: `lat` must be the HNet-space latents of this HNet: cached_latents(feats, hnet, pre)")
+    return key
+
+def precompute_config(obj, what:str) -> PrecomputeConfig:
+    "The `PrecomputeConfig` in the key of cached latents or of a stage trained on them: its `val_frac` names the validation tasks."
+    return built_key(obj, what).config('precompute', PrecomputeConfig)
 
 def cached_latents(feats:Features, hnet:HNet, pre:PrecomputeConfig) -> Latents:
     """The HNet-space precomputed adaptation dataset of a cached unconditional HNet (method §3: fine-tune the latent
