@@ -16,9 +16,10 @@ from safetensors.torch import save_file as _st_save, load_file as _st_load
 
 # %% auto #0
 __all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed',
-           'as_generator', 'ConfigBase', 'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'save_tensors', 'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build',
-           'cache_digest', 'progress', 'timed', 'set_plot_style', 'num_threads_for_tests']
+           'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'ConfigBase',
+           'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors', 'load_tensors',
+           'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build', 'cache_digest', 'progress',
+           'timed', 'set_plot_style', 'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -44,15 +45,66 @@ class DataError(HyperclipError, ValueError):
 
 # %% ../nbs/00_core.ipynb #fa1b245e
 def set_seed(seed:int=0):
-    "Seed python's `random`, numpy and torch (CPU) with `seed`."
+    "Seed python's `random`, numpy and torch (the CPU and every CUDA device) with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
-def as_generator(seed_or_gen:int|torch.Generator|None=None) -> torch.Generator:
-    "A CPU `torch.Generator`: `seed_or_gen` itself if it is one, else a new one seeded with it (0 when None)."
-    if isinstance(seed_or_gen, torch.Generator): return seed_or_gen
-    g = torch.Generator()
+def _same_device(a:torch.device, b:torch.device) -> bool:
+    "True when `a` and `b` name the same device ('cuda' and 'cuda:0' do, on a one-GPU machine's current device)."
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type: return False
+    if a.type == 'cpu' or a.index == b.index: return True
+    cur = torch.cuda.current_device() if a.type == 'cuda' and torch.cuda.is_available() else 0
+    return (cur if a.index is None else a.index) == (cur if b.index is None else b.index)
+
+def as_generator(seed_or_gen:int|torch.Generator|None=None, device:str|torch.device|None=None) -> torch.Generator:
+    """A `torch.Generator` on `device` (the CPU when None): `seed_or_gen` itself if it is one, else a new one seeded with
+    it (0 when None). Random draws pass `generator=g, device=g.device`, so they are made where they are used. A CPU
+    generator seeded with s gives the same numbers as before devices existed; a CUDA one gives other numbers."""
+    if isinstance(seed_or_gen, torch.Generator):
+        if device is not None and not _same_device(seed_or_gen.device, device):
+            raise ConfigError(f"a generator on {seed_or_gen.device} cannot draw for {torch.device(device)}; "
+                              f"make it with as_generator(seed, {str(torch.device(device))!r})")
+        return seed_or_gen
+    g = torch.Generator(device=torch.device('cpu' if device is None else device))
     g.manual_seed(0 if seed_or_gen is None else int(seed_or_gen))
     return g
+
+# %% ../nbs/00_core.ipynb #6cf879ea
+def available_devices() -> list[str]:
+    "The devices torch can use on this machine: 'cpu', then 'cuda:0', 'cuda:1', ... and 'mps' where present."
+    out = ['cpu']
+    if torch.cuda.is_available(): out += [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, 'mps', None)
+    if mps is not None and mps.is_available(): out.append('mps')
+    return out
+
+def resolve_device(spec:str|torch.device|None='auto') -> torch.device:
+    """The `torch.device` that `spec` names: 'auto' (or None) is the first CUDA GPU when there is one, else the CPU;
+    'cpu', 'cuda', 'cuda:N' and 'mps' must exist on this machine, or a `ConfigError` lists the devices it has."""
+    have = available_devices()
+    if spec is None or spec == 'auto': return torch.device('cuda:0' if 'cuda:0' in have else 'cpu')
+    try: dev = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {spec!r} is not a device name; use auto, cpu, cuda, cuda:N or mps "
+                          f"(this machine has {', '.join(have)})") from e
+    name = f'{dev.type}:{0 if dev.index is None else dev.index}' if dev.type == 'cuda' else dev.type
+    if name not in have:
+        raise ConfigError(f"device {str(spec)!r} is not available; this machine has {', '.join(have)}")
+    return torch.device(name)
+
+def use_device(dev:torch.device) -> torch.device:
+    "Prepare `dev` for a run: on CUDA, let float32 matrix products use TF32 tensor cores (the MLP stages' precision)."
+    if dev.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
+    return dev
+
+def device_info(dev:str|torch.device) -> dict:
+    "What `results.json` records of a run's device: its name, its model and the precision of each kind of stage."
+    dev = torch.device(dev)
+    if dev.type == 'cuda':
+        return {'device': str(dev), 'device_name': torch.cuda.get_device_name(dev),
+                'precision': 'fp32 with TF32 matmuls; pretrained-CLIP features under bf16 autocast'}
+    return {'device': str(dev), 'device_name': 'Apple GPU' if dev.type == 'mps' else 'CPU', 'precision': 'fp32'}
 
 # %% ../nbs/00_core.ipynb #6f6a9d2b
 PRESETS = ('tiny', 'default', 'paper', 'v1')   # 'v1': the 0.2.0 world (Meta-Shapes v1) and its tiny CLIP
@@ -196,11 +248,11 @@ def save_tensors(path:str|Path, tensors:dict[str, torch.Tensor]):
     from safetensors.torch import save
     atomic_write_bytes(path, save(clean))
 
-def load_tensors(path:str|Path) -> dict[str, torch.Tensor]:
-    "Load a safetensors file, with a clear error when it is missing or corrupt."
+def load_tensors(path:str|Path, device:str|torch.device='cpu') -> dict[str, torch.Tensor]:
+    "Load a safetensors file straight onto `device`, with a clear error when it is missing or corrupt."
     path = Path(path)
     if not path.exists(): raise DataError(f"{path}: tensor file not found")
-    try: return _st_load(str(path))
+    try: return _st_load(str(path), device=str(torch.device(device)))
     except Exception as e:
         raise DataError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); delete it to rebuild") from e
 
@@ -229,9 +281,9 @@ class Artifact:
         p = self.path/name
         if not p.exists(): raise DataError(f"{p}: missing from artifact {self.stage!r}; delete {self.path} to rebuild")
         return p
-    def tensors(self, name:str='tensors.safetensors') -> dict[str, torch.Tensor]:
-        "Load a safetensors file of the artifact."
-        return load_tensors(self.file(name))
+    def tensors(self, name:str='tensors.safetensors', device:str|torch.device='cpu') -> dict[str, torch.Tensor]:
+        "Load a safetensors file of the artifact onto `device`."
+        return load_tensors(self.file(name), device)
     def json(self, name:str):
         "Load a JSON file of the artifact."
         p = self.file(name)
