@@ -20,10 +20,11 @@ def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the lea
         raise FloatingPointError(f"{stage}: loss is {loss.detach().flatten()[0].item()} at step {step}; {hint}")
 
 # %% ../nbs/00b_training.ipynb #1430c987
-def clipped_step(opt:torch.optim.Optimizer, params, max_norm:float|None) -> bool:
-    "Clip the gradient of `params` to norm `max_norm`, then take the optimizer step (the paper's order); True if the clip acted."
+def clipped_step(opt:torch.optim.Optimizer, params, max_norm:float|None) -> torch.Tensor|bool:
+    """Clip the gradient of `params` to norm `max_norm`, then take the optimizer step (the paper's order). Returns whether
+    the clip acted, as a 0-d bool tensor on the parameters' device (no host wait; `bool()` it to look), or False."""
     if max_norm is None: opt.step(); return False
-    clipped = bool(torch.nn.utils.clip_grad_norm_(params, max_norm) > max_norm)
+    clipped = torch.nn.utils.clip_grad_norm_(params, max_norm) > max_norm
     opt.step(); return clipped
 
 # %% ../nbs/00b_training.ipynb #e0414912
@@ -78,7 +79,8 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
                epoch_mean:str='pairwise',  # how `record='epoch'` sums: 'pairwise' (np.mean) or 'sequential'
                on_epoch=None,           # (epoch, history) -> None, after each epoch
                val_score=None,          # () -> score (higher is better) for early stopping
-               val_every:int=1, desc:str|None=None) -> TrainLog:
+               val_every:int=1, desc:str|None=None,
+               sync_every:int|None=None) -> TrainLog:   # steps between host checks (None: 1 on the CPU, 50 elsewhere)
     "The one training loop: optimizer, finite-loss check, clipped step, EMA, progress bar, history; see above."
     if optimizer not in OPTIMIZERS: raise ConfigError(f"optimizer {optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
     if record not in ('step', 'epoch'): raise ConfigError(f"record {record!r}: choose 'step' or 'epoch'")
@@ -86,6 +88,34 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
     opt = OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay)
     log, best, t0 = TrainLog({'loss': []}), None, time.perf_counter()
     hist, desc = log.history, desc or stage
+    dev = params[0].device if params else torch.device('cpu')
+    every = sync_every or (1 if dev.type == 'cpu' else 50)
+    pending, clips = [], []   # steps not yet looked at by the host: (step, loss, extra); the clip flags
+
+    def flush(rows):
+        "Move the pending steps' values to the host in one transfer, check them, and record them."
+        if not pending: return
+        vals, slots = [], []
+        for step, loss, extra in pending:
+            vals += [torch.isfinite(loss).all(), loss.mean()]
+            slots.append([k for k, v in extra.items() if torch.is_tensor(v)])
+            vals += [extra[k].detach().reshape(()) for k in slots[-1]]
+        host = torch.stack([v.double() for v in vals]).tolist()   # float32 -> float64 is exact: the same numbers as .item()
+        if clips: log.n_clipped += int(torch.stack(clips).sum()); clips.clear()
+        i = 0
+        for (step, loss, extra), keys in zip(pending, slots):
+            if not host[i]:
+                pending.clear()
+                raise FloatingPointError(f"{stage}: loss is {loss.detach().flatten()[0].item()} at step {step}; {hint}")
+            row = {'loss': host[i + 1]}
+            got = dict(zip(keys, host[i + 2:i + 2 + len(keys)]))
+            row.update({k: got[k] if k in got else float(v) for k, v in extra.items()})
+            i += 2 + len(keys)
+            if record == 'step':
+                for k, v in row.items(): hist.setdefault(k, []).append(v)
+            else: rows.append(row)
+        pending.clear()
+
     for epoch in (progress(range(epochs), desc=desc) if record == 'epoch' else range(epochs)):
         it = batches(epoch) if callable(batches) else batches
         rows = []
@@ -95,17 +125,18 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
             opt.zero_grad()
             out = loss_fn(batch)
             loss, extra = out if isinstance(out, tuple) else (out, {})
-            check_finite(loss, stage, log.steps, hint)
+            if every == 1: check_finite(loss, stage, log.steps, hint)   # on the CPU a look costs nothing: stop before the step
             if backward: (loss.mean() if loss.ndim else loss).backward()
-            log.n_clipped += clipped_step(opt, params, max_norm)
+            c = clipped_step(opt, params, max_norm)
+            if torch.is_tensor(c): clips.append(c)
             if ema is not None:
                 ema_update_(ema, params, 0. if log.steps < ema_start else ema_decay); log.ema_updates += 1
             if after_step is not None: after_step(log.steps)
+            # a logged value may be a view of a parameter that the next step changes: keep a copy until the look
+            pending.append((log.steps, loss.detach(), {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in extra.items()}))
             log.steps += 1
-            row = {'loss': loss.mean().item(), **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in extra.items()}}
-            if record == 'step':
-                for k, v in row.items(): hist.setdefault(k, []).append(v)
-            else: rows.append(row)
+            if len(pending) >= every: flush(rows)
+        flush(rows)
         if record == 'epoch':
             for k, v in _epoch_means(rows, epoch_mean).items(): hist.setdefault(k, []).append(v)
         if on_epoch is not None: on_epoch(epoch, hist)
