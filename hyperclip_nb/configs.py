@@ -96,8 +96,6 @@ class ClipConfig(ConfigBase):
     def tiny(cls): return cls(embed_dim=32, image_size=32, patch_size=16, vision_width=64, vision_layers=2,
                               text_width=32, text_layers=1, image_steps=40, text_steps=40, batch_size=64, n_scenes=600)
     @classmethod
-    def default(cls): return cls()
-    @classmethod
     def paper(cls): return cls(model='ViT-L-14-336', pretrained='openai')
     @classmethod
     def v1(cls):   # the 0.2.0 tiny CLIP: statements in the prompts' form, 2x2 patches on 48 px
@@ -128,7 +126,7 @@ class AdapterConfig(ConfigBase):
 class MultitaskConfig(ConfigBase):
     "Unconditional multitask training (Algorithm 2)."
     hidden: int = 64           # adapter width h (must match AdapterConfig.hidden for comparisons)
-    epochs: int = 300          # meta-epochs over the meta-train tasks
+    epochs: int = 100          # meta-epochs over the meta-train tasks
     meta_batch: int = 32
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
@@ -144,9 +142,7 @@ class MultitaskConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
     @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=300)
 
 # %% ../nbs/05_baselines.ipynb #b2cc4b35
 def check_inner_steps(cfg:ConfigBase):
@@ -159,7 +155,7 @@ def check_inner_steps(cfg:ConfigBase):
 class MamlConfig(ConfigBase):
     "Unconditional MNet-MAML (Algorithm 3)."
     hidden: int = 64               # adapter width h
-    epochs: int = 60               # meta-epochs over the meta-train tasks
+    epochs: int = 20               # meta-epochs over the meta-train tasks
     meta_batch: int = 32
     lr: float = 1e-3               # outer Adam [release]
     inner_lr: float = 0.1          # inner SGD [release]
@@ -180,9 +176,7 @@ class MamlConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
     @classmethod
-    def default(cls): return cls(epochs=20)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=60)
 
 # %% ../nbs/05_baselines.ipynb #1dbefb99
 @dataclass
@@ -190,7 +184,7 @@ class CondMultitaskConfig(ConfigBase):
     "Conditional multitask training (Algorithm 5): a hypernetwork from the question embedding to the adapter weights."
     hidden: int = 64           # adapter width h
     width: int = 128           # hypernetwork width [release]
-    epochs: int = 300
+    epochs: int = 100          # meta-epochs over the meta-train tasks
     meta_batch: int = 32
     lr: float = 1e-3           # Adam [release]
     max_norm: float = 10.0     # gradient clipping before the step [paper]
@@ -205,9 +199,7 @@ class CondMultitaskConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(hidden=256, epochs=1000)
     @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=300)
 
 # %% ../nbs/05_baselines.ipynb #3ccf1f24
 @dataclass
@@ -221,7 +213,7 @@ class HNetConfig(ConfigBase):
     latent: int = 32               # k, the latent width [paper: 128 at h = 256; ours: h/2]
     hidden: int = 64               # adapter width h; the generator emits D = adapter_size(d, h) numbers
     width: int = 128               # generator width [release]
-    epochs: int = 30               # meta-epochs over the meta-train tasks [release: 1000]
+    epochs: int = 10               # meta-epochs over the meta-train tasks [release: 1000]
     meta_batch: int = 32           # [paper]
     lr: float = 1e-3               # outer Adam on (φ, z0) or (φ, P) [release]
     inner_lr: float = 0.1          # inner SGD on the latent [release]
@@ -242,15 +234,13 @@ class HNetConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(latent=128, hidden=256, epochs=1000)
     @classmethod
-    def default(cls): return cls(epochs=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=30)
 
 # %% ../nbs/06_hypernet.ipynb #fe1cbdbf
 @dataclass
 class PrecomputeConfig(ConfigBase):
     "The precomputed adaptation dataset (method §3): latents fine-tuned on random subsets of each task's pairs."
-    passes: int = 30           # P passes over the meta-train tasks [release: 100]
+    passes: int = 10           # P passes over the meta-train tasks [release: 100]
     steps: int = 10            # SGD steps on the latent [release]
     lr: float = 0.1            # [release]
     min_frac: float = 2 / 3    # subset fraction f ~ U[min_frac, 1] of the pooled support ∪ query pairs [release]
@@ -265,9 +255,7 @@ class PrecomputeConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(passes=100)
     @classmethod
-    def default(cls): return cls(passes=10)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(passes=30)
 
 # %% ../nbs/07_hvae.ipynb #3f3aebdc
 @dataclass
@@ -275,7 +263,7 @@ class HVAEConfig(ConfigBase):
     "The hypernetwork VAE (Algorithm 8) over the HNet's precomputed adapter weights."
     latent: int = 128          # k' [paper]
     width: int = 128           # encoder and decoder width [paper]
-    epochs: int = 300          # one precompute pass per epoch [paper: 2000]
+    epochs: int = 100          # one precompute pass per epoch [paper: 2000]
     batch: int = 32            # [paper]
     lr: float = 1e-3           # Adam [paper: 1e-4]; ours is 10x larger, so that the default trains in a minute on a CPU
     beta_kl: float = 1.0       # weight of the KL term [paper]
@@ -287,9 +275,7 @@ class HVAEConfig(ConfigBase):
     @classmethod
     def paper(cls): return cls(epochs=2000, lr=1e-4)
     @classmethod
-    def default(cls): return cls(epochs=100)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=300)
 
 # %% ../nbs/08_hyperclip.ipynb #8c01103f
 @dataclass
@@ -297,7 +283,7 @@ class HyperClipConfig(ConfigBase):
     "HyperCLIP (Algorithms 1, 9, 10): the weight encoder, its contrastive training, and the guidance of Algorithm 11."
     width: int = 128               # encoder width [release]
     input: str = 'weights'         # what E_ψ reads: W = G(z) [paper], or the latent z ('latent', an ablation)
-    epochs: int = 600              # one precompute pass per epoch [paper]
+    epochs: int = 200              # one precompute pass per epoch [paper: 600]
     batch: int = 64                # [paper]; the last partial batch of an epoch is dropped [ours]
     lr: float = 3e-4               # Adam [paper; release: 1e-3]
     max_norm: float = 10.0         # clip before every step [paper]
@@ -315,11 +301,9 @@ class HyperClipConfig(ConfigBase):
     @classmethod
     def tiny(cls): return cls(width=32, epochs=40, batch=16, lr=3e-3)
     @classmethod
-    def paper(cls): return cls()
+    def paper(cls): return cls(epochs=600)
     @classmethod
-    def default(cls): return cls(epochs=200)  # Meta-Shapes 2 has 2.8x v1's meta-train tasks: a third of the epochs keeps the gradient steps
-    @classmethod
-    def v1(cls): return cls()   # the 0.2.0 default, for the v1 world
+    def v1(cls): return cls(epochs=600)
 
 # %% ../nbs/09_diffusion.ipynb #302bc84d
 SCHEDULE_NAMES = ('linear', 'scaled_linear', 'cosine')   # the noise schedules; `SCHEDULES` maps each name to its β function
