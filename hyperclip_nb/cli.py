@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
     r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
     r.add_argument('--no-episodes', action='store_true', help='skip the N-way K-shot section (MetaDiff and its baselines)')
+    r.add_argument('--device', default='auto', help="where every stage runs: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps")
     r.add_argument('--stage-preset', action='append', default=[], metavar='STAGE=PRESET',
                    help="take one stage's config from another preset, e.g. --stage-preset hyperldm=paper (repeatable)")
     c = sub.add_parser('compare', help='compare a results.json with a reference one, row by row, within tolerances')
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
+    b.add_argument('--device', default='cpu', help='where to time the vectorised parts: cpu (default), cuda, cuda:N, mps or auto')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
     for q in (d, r, c, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
@@ -98,6 +100,7 @@ def cmd_reproduce(args) -> int:
         raise UsageError("--dataset metavqa needs --clip, e.g. --clip ViT-L-14-336 --clip-pretrained openai")
     if args.dataset == 'metashapes' and args.data_root:
         raise UsageError("--data-root is for --dataset metavqa; Meta-Shapes is rendered into the cache")
+    device = resolve_device(args.device)   # a device this machine lacks: one line, nothing written
     out = args.out or f'runs/{args.dataset}-{args.config}'
     methods = [m.strip() for m in args.methods.split(',') if m.strip()] if args.methods is not None else None
     if methods == []: raise UsageError("--methods is empty; give names such as zero_shot_clip,oracle_finetune")
@@ -108,7 +111,7 @@ def cmd_reproduce(args) -> int:
         overrides[stage.strip()] = preset.strip()
     res = reproduce(args.dataset, args.config, args.seeds, out, data_root=args.data_root, clip=args.clip,
                     clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot,
-                    episodes=not args.no_episodes, overrides=overrides)
+                    episodes=not args.no_episodes, overrides=overrides, device=device)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 
@@ -119,13 +122,15 @@ def cmd_compare(args) -> int:
     print(comparison_markdown(c))
     return 1 if c['differ'] else 0
 
-def _bench_ddim(repeats:int) -> dict:
+def _bench_ddim(repeats:int, device='cpu') -> dict:
     "DDIM-50 against ancestral sampling of the default HyperLDM's size (k = 32, d = 64, T = 350) for 73 tasks, γ = 1.5."
     import torch
     from hyperclip_nb.diffusion import Denoiser, NoiseSchedule, bench_ddim, DiffusionConfig
     cfg = DiffusionConfig.default(); torch.manual_seed(0)
-    model, sched = Denoiser(32, 64, cfg.width, cfg.depth, cfg.temb).eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T)
-    cond = torch.randn(73, 64)
+    with torch.device(device):
+        model = Denoiser(32, 64, cfg.width, cfg.depth, cfg.temb).eval()
+    sched = NoiseSchedule.from_name(cfg.schedule, cfg.T).to(device)
+    cond = torch.randn(73, 64, generator=as_generator(0, device), device=device)
     with torch.no_grad(): runs = [bench_ddim(model, sched, cond) for _ in range(repeats)]
     best = {k: min(r[k] for r in runs) for k in ('seconds_ddim', 'seconds_ancestral')}
     return runs[0] | best | {'speedup': best['seconds_ancestral'] / best['seconds_ddim'],
@@ -140,10 +145,11 @@ def cmd_bench(args) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and out.is_dir(): raise UsageError(f"--out {out} is a folder; pass a .json file path")
     skip = {s.strip() for s in args.skip.split(',') if s.strip()}
+    device = resolve_device(args.device)
     if bad := sorted(skip - set(BENCHES)): raise UsageError(f"--skip {','.join(bad)}: choose among {', '.join(BENCHES)}")
     rows = {}
     if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=args.repeats)
-    if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(args.repeats)
+    if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(args.repeats, device)
     if 'memory' not in skip: rows['maml_vs_metadiff_memory'] = bench_memory()
     print('| measurement | fast | reference | ratio | note |\n|---|---|---|---|---|')
     if r := rows.get('maml_vmap_vs_loop'):

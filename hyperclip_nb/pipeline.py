@@ -30,20 +30,21 @@ class MetaVQASource(ConfigBase):
     def validate(self):
         if not self.data_root: self._fail('data_root', 'pass --data-root DIR with the Meta-VQA split files and COCO images')
 
-def _build_vqa_features(bundle:Bundle, out:Path):
+def _build_vqa_features(bundle:Bundle, out:Path, device:torch.device):
     from hyperclip_nb.meta_vqa import prepare_metavqa
     src, clip = bundle.config('data', MetaVQASource), bundle.config('clip', ClipConfig)
     ds = prepare_metavqa(src.data_root)
-    model, tok, size = load_clip(clip)
-    extract_features(ds, model, tok, size).save(out)
+    model, tok, size = load_clip(clip, device=device)
+    extract_features(ds, model, tok, size, device=device).save(out)
 
-def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:dict|None=None) -> Features:
-    "Build (or load from the cache) the dataset and its frozen CLIP features, timing each stage."
-    timings = {} if timings is None else timings
+def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:dict|None=None,
+                     device:str|torch.device='cpu') -> Features:
+    "Build (or load from the cache) the dataset and its frozen CLIP features on `device`, timing each stage."
+    timings, device = {} if timings is None else timings, torch.device(device)
     if dataset == 'metashapes':
         with timed(timings, 'data'): ms.meta_shapes(cfgs['data'])
-        with timed(timings, 'clip'): load_clip(cfgs['clip'], cfgs['data'])
-        with timed(timings, 'features'): return metashapes_features(cfgs['data'], cfgs['clip'])
+        with timed(timings, 'clip'): load_clip(cfgs['clip'], cfgs['data'], device=device)
+        with timed(timings, 'features'): return metashapes_features(cfgs['data'], cfgs['clip'], device=device)
     if cfgs['clip'].model == 'tiny':
         raise ConfigError("Meta-VQA needs a pretrained CLIP: pass --clip ViT-L-14-336 (and --clip-pretrained TAG_OR_PATH)")
     from hyperclip_nb.meta_vqa import prepare_metavqa
@@ -51,28 +52,33 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
     with timed(timings, 'data'): prepare_metavqa(src.data_root)
     with timed(timings, 'features'):
         key = Bundle.of(data=src, clip=cfgs['clip'])
-        return with_key(Features.load(load_or_build('features', key, _build_vqa_features).path), key)   # two copies never share an artifact
+        art = load_or_build('features', key, lambda b, out: _build_vqa_features(b, out, device))
+        return with_key(Features.load(art.path, device), key)   # two copies never share an artifact
 
 # %% ../nbs/11b_pipeline.ipynb #0669f8f8
 class Run:
     """One seed of the whole pipeline: each method builds one stage of the paper through the artifact cache (trained
     once, then loaded), keeps it for the life of the object, and takes its inputs from the stages before it.
-    `cfgs` is `stage_configs(preset)` (every stage's config); `seed_configs` writes the seed into them once, here."""
-    def __init__(self, cfgs:dict, seed:int=0, dataset:str='metashapes', data_root:str|None=None, timings:dict|None=None):
+    `cfgs` is `stage_configs(preset)` (every stage's config); `seed_configs` writes the seed into them once, here.
+    `device` ('auto': the first CUDA GPU if there is one, else the CPU; or 'cpu', 'cuda:N', 'mps') is where every stage
+    trains, samples and scores: the features are loaded onto it, and every later stage follows its inputs."""
+    def __init__(self, cfgs:dict, seed:int=0, dataset:str='metashapes', data_root:str|None=None, timings:dict|None=None,
+                 device:str|torch.device='auto'):
         if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
         if missing := [k for k in ('data', 'clip') if k not in cfgs]:
             raise ConfigError(f"Run: the configs lack {missing}; build them with stage_configs(preset)")
         self.base, self.seed, self.dataset, self.data_root = dict(cfgs), seed, dataset, data_root
         self.cfgs = seed_configs(cfgs, seed)
+        self.device = use_device(resolve_device(device))
         self.timings = {} if timings is None else timings   # seconds per stage built here (data, clip, features)
         self._memo = {}
 
-    def __repr__(self): return f"Run({self.dataset}, seed={self.seed}, built={list(self._memo)})"
+    def __repr__(self): return f"Run({self.dataset}, seed={self.seed}, device={self.device}, built={list(self._memo)})"
 
     def replace(self, **cfgs) -> 'Run':
         "The same run with some stage configs swapped (`run.replace(hyperldm=DiffusionConfig.paper())`): a fresh object, whose unchanged stages load from the cache."
         if unknown := [k for k in cfgs if k not in self.base]: raise ConfigError(f"Run.replace: unknown stage(s) {unknown}; choose from {list(self.base)}")
-        return Run(self.base | cfgs, self.seed, self.dataset, self.data_root)
+        return Run(self.base | cfgs, self.seed, self.dataset, self.data_root, device=self.device)
 
     def _once(self, key, build):
         if key not in self._memo: self._memo[key] = build()
@@ -84,7 +90,7 @@ class Run:
 
     def features(self) -> Features:
         "The dataset's frozen CLIP features (`03_clip_features`; on Meta-VQA, `02_meta_vqa` + a pretrained CLIP)."
-        return self._once('features', lambda: dataset_features(self.dataset, self.cfgs, self.data_root, self.timings))
+        return self._once('features', lambda: dataset_features(self.dataset, self.cfgs, self.data_root, self.timings, self.device))
 
     def tasks(self, split:str='meta_test') -> TaskBatch:
         "All tasks of `split` as one padded batch."

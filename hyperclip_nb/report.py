@@ -213,6 +213,11 @@ def compare_results(mine:dict, ours:dict, abs_tol:float=0.02, k:float=2.0) -> di
     if (ca_ := mine.get('versions', {}).get('cpu')) != (cb_ := ours.get('versions', {}).get('cpu')):
         notes.append(f"CPU {ca_ or 'not recorded'} here, {cb_ or 'not recorded'} in the reference: a seed repeats bit for bit "
                      "only on the same CPU and torch build, so expect differences within the seed spread")
+    da, db = (r.get('versions', {}) for r in (mine, ours))
+    if (da.get('device_name'), da.get('precision')) != (db.get('device_name'), db.get('precision')):
+        name = lambda v: f"{v.get('device', 'cpu')} ({v.get('device_name', 'CPU')}, {v.get('precision', 'fp32')})"
+        notes.append(f"device {name(da)} here, {name(db)} in the reference: another device sums in another order, so "
+                     "expect differences within the seed spread, not the same bits")
     if (ca := mine.get('configs')) and (cb := ours.get('configs')):
         if diff := sorted(s for s in set(ca) | set(cb) if ca.get(s) != cb.get(s)): notes.append(f"stage configs differ: {diff}")
     return {'rows': rows, 'differ': [f"{r['method']}.{r['metric']}" for r in rows if not r['ok']], 'missing': missing,

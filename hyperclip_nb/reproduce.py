@@ -31,14 +31,15 @@ def cpu_name() -> str:
     name = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), '') or platform.processor() or '?'
     return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
 
-def versions() -> dict:
-    "Versions of Python, torch, open_clip and hyperclip_nb, and the machine, its CPU included (`cpu_name`)."
+def versions(device:str|torch.device='cpu') -> dict:
+    """Versions of Python, torch, open_clip and hyperclip_nb, and the machine: its CPU (`cpu_name`) and the run's device,
+    with its name and the precision each kind of stage ran in (`device_info`)."""
     import open_clip
     import torchvision
     return {'hyperclip_nb': package_version(), 'python': platform.python_version(), 'torch': torch.__version__,
             'torchvision': torchvision.__version__,
             'open_clip': getattr(open_clip, '__version__', '?'), 'numpy': np.__version__,
-            'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'cpu': cpu_name(), 'threads': torch.get_num_threads()}
+            'machine': f'{platform.machine()}, {os.cpu_count()} cores', 'cpu': cpu_name(), 'threads': torch.get_num_threads()} | device_info(device)
 
 def check_out_dir(out:str|Path) -> Path:
     "The output folder, refusing a path that is an existing file."
@@ -48,10 +49,12 @@ def check_out_dir(out:str|Path) -> Path:
 
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
               data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
-              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None) -> dict:
+              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None, device:str|torch.device='auto') -> dict:
     """Run every stage and method; write `out/results.json` and `out/results.md` (and the figures); return the results
     dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'.
-    `overrides` {stage: preset}: stages taken from another preset (`stage_configs`), recorded in results.json."""
+    `overrides` {stage: preset}: stages taken from another preset (`stage_configs`), recorded in results.json.
+    `device`: where every stage runs ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'), recorded in results.json's versions."""
+    device = resolve_device(device)   # before anything is written: a device this machine lacks stops the run here
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds: raise ConfigError("--seeds must be >= 1")
     out = check_out_dir(out)
@@ -61,7 +64,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     if unknown := [m for m in names if m not in METHODS]:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     timings = {}
-    runs = {s: Run(cfgs, s, dataset, data_root, timings) for s in seeds}
+    runs = {s: Run(cfgs, s, dataset, data_root, timings, device) for s in seeds}
     for s in seeds: runs[s].features()                      # one tiny CLIP per seed, before any method
     kinds = task_kinds(runs[seeds[0]].features(), cfgs)
     results = {}
@@ -111,7 +114,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
            'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
                           'fixed by its config' if cfgs['clip'].model == 'tiny' else
                           'seeds vary method training; the dataset and the pretrained CLIP are fixed'),
-           'versions': versions()}
+           'versions': versions(device)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out/'results.json', res)
     atomic_write_text(out/'results.md', results_markdown(res))

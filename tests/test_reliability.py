@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from hyperclip_nb.core import (cache_digest, ConfigBase, ConfigError, DataError, HyperclipError, get_preset, load_or_build,
+from hyperclip_nb.core import (available_devices, cache_digest, ConfigBase, ConfigError, DataError, HyperclipError, get_preset, load_or_build,
                                read_artifact, artifact_dir, save_tensors, load_tensors, atomic_write_json)
 from hyperclip_nb.tasks import load_split, load_dataset, load_templates, parse_task, tiny_split_obj
 from hyperclip_nb import meta_shapes as ms
@@ -475,6 +475,8 @@ def _nonempty(tmp):
     d = tmp/'full'; d.mkdir(); (d/'keep.txt').write_text('mine'); return d
 
 
+_N_GPUS = torch.cuda.device_count()
+
 CLI_CASES = [
     ('no-command', lambda t: [], 'choose a command'),
     ('unknown-command', lambda t: ['train'], "invalid choice: 'train'"),
@@ -494,7 +496,17 @@ CLI_CASES = [
     ('data-seed-not-int', lambda t: ['data', '--seed', '1.5', '--out', str(t/'out')], "invalid int value: '1.5'"),
     ('bench-out-is-folder', lambda t: ['bench', '--out', str(t)], 'is a folder; pass a .json file path'),
     ('bench-repeats-negative', lambda t: ['bench', '--repeats', '-1', '--out', str(t/'b.json')], 'must be >= 1, got -1'),
-]
+    # a device this machine lacks: one line naming the devices it has, before anything is written
+    ('device-unknown', lambda t: ['reproduce', '--config', 'tiny', '--device', 'tpu', '--out', str(t/'out')],
+     "device 'tpu' is not a device name; use auto, cpu, cuda, cuda:N or mps (this machine has cpu"),
+    ('device-gpu-index-too-high', lambda t: ['reproduce', '--config', 'tiny', '--device', f'cuda:{_N_GPUS + 2}', '--out', str(t/'out')],
+     f"device 'cuda:{_N_GPUS + 2}' is not available; this machine has cpu"),
+    ('bench-device-gpu-index-too-high', lambda t: ['bench', '--device', f'cuda:{_N_GPUS + 2}', '--out', str(t/'b.json')],
+     f"device 'cuda:{_N_GPUS + 2}' is not available; this machine has cpu"),
+] + ([('device-cuda-without-cuda', lambda t: ['reproduce', '--config', 'tiny', '--device', 'cuda', '--out', str(t/'out')],
+       "device 'cuda' is not available; this machine has cpu")] if not _N_GPUS else []) \
+  + ([('device-mps-without-mps', lambda t: ['reproduce', '--config', 'tiny', '--device', 'mps', '--out', str(t/'out')],
+       "device 'mps' is not available; this machine has cpu")] if 'mps' not in available_devices() else [])
 
 
 @pytest.mark.parametrize('argv,fragment', [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
