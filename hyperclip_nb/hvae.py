@@ -16,7 +16,7 @@ from .clip_features import Features, TaskBatch, built_key, with_key
 from .clip_adapter import query_accuracy
 from .baselines import weight_generator
 from .hypernet import (HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents,
-                                   hnet_latents_key, precompute_config)
+                                   hnet_latents_key, precompute_config, val_tasks)
 
 # %% auto #0
 __all__ = ['SPACES', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
@@ -29,7 +29,7 @@ class HVAE(torch.nn.Module):
         super().__init__()
         self.enc = weight_generator(D, 2 * cfg.latent, cfg.width, depth=2)
         self.dec = weight_generator(cfg.latent, D, cfg.width, depth=2)
-        self.register_buffer('z_init', torch.zeros(cfg.latent))   # z_init^HVAE, set by `fit_hvae`
+        self.register_buffer('z_init', torch.zeros(cfg.latent, device=self.dec[0].weight.device))   # z_init^HVAE, set by `fit_hvae`
         self.bundle = None       # the cache key of a cached HVAE (`cached_hvae`)
     def encode(self, W:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "(μ [B, k'], log σ² [B, k']) of weights W [B, D]; log σ² = s − 1."
@@ -48,9 +48,12 @@ def kl_normal(mu:torch.Tensor, logvar:torch.Tensor) -> torch.Tensor:
 
 def hvae_loss(model:HVAE, W:torch.Tensor,   # [B, D] weight vectors
               generator:torch.Generator|None=None, beta_kl:float=1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(loss, reconstruction term, KL term) of a batch, the two terms each summed over dimensions, batch-averaged and / sqrt(D)."
+    """(loss, reconstruction term, KL term) of a batch, the two terms each summed over dimensions, batch-averaged and / sqrt(D).
+    The noise is drawn on W's device, from `generator` (which must live there) or torch's default one."""
     mu, logvar = model.encode(W)
-    z = mu + (logvar / 2).exp() * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)   # reparameterized sample
+    g = None if generator is None else as_generator(generator, W.device)
+    noise = torch.randn(mu.shape, generator=g, dtype=mu.dtype, device=W.device)
+    z = mu + (logvar / 2).exp() * noise   # reparameterized sample
     scale = math.sqrt(W.shape[-1])
     recon = (model(z) - W).pow(2).sum(-1).mean() / scale
     kl = kl_normal(mu, logvar).mean() / scale
@@ -60,10 +63,11 @@ def hvae_loss(model:HVAE, W:torch.Tensor,   # [B, D] weight vectors
 def fit_hvae(G:torch.nn.Module,   # the HNet's generator G_φ (frozen): latents [B, k] → weights [B, D]
              lat:Latents,         # its precomputed latents; lat.z_init is z0
              cfg:HVAEConfig) -> tuple[HVAE, dict]:
-    "Train the HVAE on W = G(z) of the precomputed latents, then set z_init^HVAE = μ(G(z0)); returns (model, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
+    "Train the HVAE on W = G(z) of the precomputed latents, on their device, then set z_init^HVAE = μ(G(z0)); returns (model, history)."
+    dev = lat.device
+    set_seed(cfg.seed); g = as_generator(cfg.seed, dev)
     with torch.no_grad(): D = G(lat.z_init).shape[-1]
-    model = HVAE(D, cfg)
+    with torch.device(dev): model = HVAE(D, cfg)
     def loss_fn(batch):
         p, idx = batch                                                  # one precompute pass per epoch
         with torch.no_grad(): W = G(lat.latents[p, idx])               # [B, D], computed on the fly
@@ -85,16 +89,16 @@ def save_hvae(model:HVAE, path:str|Path):
     "Write the HVAE's parameters and z_init^HVAE to `path` (safetensors, atomic)."
     save_tensors(path, model.state_dict())
 
-def load_hvae(path:str|Path, D:int, cfg:HVAEConfig) -> HVAE:
-    "The HVAE for D-dimensional weights and `cfg`, with the parameters stored in `path`; refuses a mismatching file."
-    sd = load_tensors(path)
+def load_hvae(path:str|Path, D:int, cfg:HVAEConfig, device:str|torch.device='cpu') -> HVAE:
+    "The HVAE for D-dimensional weights and `cfg`, with the parameters stored in `path`, on `device`; refuses a mismatching file."
+    sd = load_tensors(path, device)
     if 'enc.0.weight' not in sd or 'dec.0.weight' not in sd: raise DataError(f"{path}: not an HVAE checkpoint (no enc/dec weights)")
     if (found := sd['enc.0.weight'].shape[1]) != D:
         raise DataError(f"{path} encodes weight vectors of size D={found} but the HNet emits D={D}; "
                         f"load it with the HNet and features it was trained on")
     if (k := sd['dec.0.weight'].shape[1]) != cfg.latent:
         raise DataError(f"latent size {k} in {path} but HVAEConfig.latent={cfg.latent}; load it with the config it was trained with")
-    model = HVAE(D, cfg)
+    with torch.device(device): model = HVAE(D, cfg)
     try: model.load_state_dict(sd)
     except RuntimeError as e: raise DataError(f"{path}: does not fit HVAE({D}, {cfg}): {e}") from e
     return model.eval()
@@ -102,7 +106,8 @@ def load_hvae(path:str|Path, D:int, cfg:HVAEConfig) -> HVAE:
 # %% ../nbs/07_hvae.ipynb #e4096afb
 def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
     """(HVAE, history) trained on the weights G_φ(z) of the HNet's cached latents `lat` (`cached_latents(feats, hnet,
-    pre)`), or loaded from the cache. Its key is the latents' key plus `cfg`; the HVAE carries it (`hvae.bundle`)."""
+    pre)`), or loaded from the cache onto the latents' device. Its key is the latents' key plus `cfg`; the HVAE carries
+    it (`hvae.bundle`)."""
     key = hnet_latents_key(hnet, lat, 'cached_hvae').extend(hvae=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
@@ -110,16 +115,20 @@ def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
         save_hvae(model, out/'hvae.safetensors'); atomic_write_json(out/'history.json', hist)
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     art = load_or_build('hvae', key, build)
-    return with_key(load_hvae(art.file('hvae.safetensors'), hnet.n_weights, cfg), key), art.json('history.json')
+    model = load_hvae(art.file('hvae.safetensors'), hnet.n_weights, cfg, device=lat.device)
+    return with_key(model, key), art.json('history.json')
 
 def cached_hvae_latents(feats:Features, hvae:HVAE) -> Latents:
     """The HVAE-space precomputed adaptation dataset of a cached HVAE: method §3 with G = Dec frozen, from z_init^HVAE,
-    with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key); built once, then loaded."""
+    with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key, so the same validation tasks,
+    `val_idx`); built once, then loaded onto the features' device."""
     key, pre = built_key(hvae, 'the HVAE'), precompute_config(hvae, 'the HVAE')
     def build(bundle, out):
         precompute_latents(hvae.dec, hvae.z_init, feats, pre).save(out/'latents.safetensors')
     art = load_or_build('hvae_latents', key, build)
-    lat = with_key(Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent'), key)
+    lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent', device=feats.image.device,
+                       val_idx=val_tasks(feats, pre))
+    lat = with_key(lat, key)
     lat.space = 'hvae'
     return lat
 
@@ -147,8 +156,8 @@ def plot_reconstruction(reports:dict,   # split name -> `reconstruction_report`
     import matplotlib.pyplot as plt, seaborn as sns
     if axes is None: _, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for name, r in reports.items():
-        sns.histplot(r['rel_err'].numpy(), ax=axes[0], label=name, stat='density', element='step', fill=False)
-        axes[1].scatter(r['acc'].numpy(), r['acc_recon'].numpy(), s=10, label=name, alpha=0.7)
+        sns.histplot(r['rel_err'].cpu().numpy(), ax=axes[0], label=name, stat='density', element='step', fill=False)
+        axes[1].scatter(r['acc'].cpu().numpy(), r['acc_recon'].cpu().numpy(), s=10, label=name, alpha=0.7)
     axes[0].set(xlabel='relative error of Dec(μ(W))', ylabel='tasks (density)'); axes[0].legend()
     axes[1].plot([0, 1], [0, 1], 'k--', lw=0.8)
     axes[1].set(xlabel='query accuracy of W', ylabel='of Dec(μ(W))'); axes[1].legend()

@@ -16,7 +16,7 @@ from .configs import *
 from .clip_features import Features, TaskBatch, built_key
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
 from .baselines import weight_generator, validation_split
-from .hypernet import HNetConfig, PrecomputeConfig, Latents, precompute_config
+from .hypernet import HNetConfig, PrecomputeConfig, Latents
 from .hvae import SPACES
 
 # %% auto #0
@@ -39,7 +39,8 @@ class HyperClip(torch.nn.Module):
         self.input = cfg.input
         self.E = weight_encoder(n_in, d, cfg.width)
         learned = cfg.logit_scale == 'learned'
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(SCALE_INIT if learned else SCALE_MAX)), requires_grad=learned)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(SCALE_INIT if learned else SCALE_MAX), device=self.E[0].weight.device),
+                                              requires_grad=learned)
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.E(x)
     def embed(self, z:torch.Tensor, G:torch.nn.Module) -> torch.Tensor:
         "E_ψ of the tasks whose latents are z [B, k] under generator G: E(G(z)), or E(z) for a latent-input encoder. [B, d]"
@@ -55,7 +56,7 @@ class HyperClip(torch.nn.Module):
 # %% ../nbs/08_hyperclip.ipynb #74fc3c97
 def infonce(logits:torch.Tensor) -> torch.Tensor:
     "Symmetric InfoNCE of an [N, N] logit matrix whose matching pairs lie on the diagonal: ½ [CE(rows) + CE(columns)]."
-    labels = torch.arange(len(logits))
+    labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 def hyperclip_loss(u:torch.Tensor,   # [N, d] encoder outputs E_ψ(W_i)
@@ -63,7 +64,7 @@ def hyperclip_loss(u:torch.Tensor,   # [N, d] encoder outputs E_ψ(W_i)
                    logit_scale:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "(InfoNCE loss, in-batch accuracy) of N (weights, question) pairs: logits exp(ℓ)·U Vᵀ of the row-normalized U, V."
     logits = logit_scale.exp() * F.normalize(u, dim=-1) @ F.normalize(q, dim=-1).T
-    labels = torch.arange(len(u))
+    labels = torch.arange(len(u), device=logits.device)
     acc = ((logits.argmax(1) == labels).float().mean() + (logits.argmax(0) == labels).float().mean()) / 2
     return infonce(logits), acc
 
@@ -71,12 +72,13 @@ def hyperclip_loss(u:torch.Tensor,   # [N, d] encoder outputs E_ψ(W_i)
 def fit_hyperclip(G:torch.nn.Module,   # frozen generator: latents [B, k] → weights [B, D]
                   lat:Latents,        # its precomputed latents and the meta-train questions
                   cfg:HyperClipConfig) -> tuple[HyperClip, dict]:
-    "Train E_ψ (and ℓ) by symmetric InfoNCE on pairs (G(z_τ^(p)), q_τ); returns (model, per-epoch history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
+    "Train E_ψ (and ℓ) by symmetric InfoNCE on pairs (G(z_τ^(p)), q_τ), on the latents' device; returns (model, per-epoch history)."
+    dev = lat.device
+    set_seed(cfg.seed); g = as_generator(cfg.seed, dev)
     P, N = lat.latents.shape[:2]
     if N < cfg.batch: raise ConfigError(f"HyperClipConfig.batch={cfg.batch} but there are only N={N} meta-train tasks")
     with torch.no_grad(): n_in = G(lat.z_init).shape[-1] if cfg.input == 'weights' else lat.k
-    model = HyperClip(n_in, lat.question.shape[-1], cfg)
+    with torch.device(dev): model = HyperClip(n_in, lat.question.shape[-1], cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     def loss_fn(batch):
         p, idx = batch                                                   # one precompute pass per epoch
@@ -102,9 +104,9 @@ def task_classification(model:HyperClip, G:torch.nn.Module,
     N = len(z)
     if N < n_way: raise DataError(f"{n_way}-way task classification needs at least {n_way} tasks, got N={N}")
     sims = F.normalize(model.embed(z, G), dim=-1) @ F.normalize(question, dim=-1).T    # [N, N]
-    g, own, accs = as_generator(seed), sims.diag(), []
+    g, own, accs = as_generator(seed, sims.device), sims.diag(), []
     for _ in range(draws):
-        score = torch.rand(N, N, generator=g).fill_diagonal_(2.0)                         # own task sorts last
+        score = torch.rand(N, N, generator=g, device=g.device).fill_diagonal_(2.0)                         # own task sorts last
         others = score.argsort(1)[:, :n_way - 1]                                          # n_way − 1 distinct others
         accs.append((own > sims.gather(1, others).max(1).values).float().mean().item())
     return float(np.mean(accs))
@@ -140,9 +142,9 @@ def save_hyperclip(model:HyperClip, path:str|Path):
     "Write E_ψ and ℓ to `path` (safetensors, atomic)."
     save_tensors(path, model.state_dict())
 
-def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig) -> HyperClip:
-    "The HyperCLIP encoder of `n_in` inputs (D weights, or k latents) and text width `d`, read from `path`; refuses a mismatching file."
-    sd = load_tensors(path)
+def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig, device:str|torch.device='cpu') -> HyperClip:
+    "The HyperCLIP encoder of `n_in` inputs (D weights, or k latents) and text width `d`, read from `path` onto `device`; refuses a mismatching file."
+    sd = load_tensors(path, device)
     if 'E.0.weight' not in sd or 'logit_scale' not in sd: raise DataError(f"{path}: not a HyperCLIP checkpoint (no E/logit_scale)")
     what = 'weight vectors of size D' if cfg.input == 'weights' else 'latents of size k'
     if (found := sd['E.0.weight'].shape[1]) != n_in:
@@ -150,7 +152,7 @@ def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig) -> Hyper
                         f"load it with the generator, features and HyperClipConfig.input it was trained with")
     if (found := sd[[k for k in sd if k.endswith('.weight')][-1]].shape[0]) != d:
         raise DataError(f"{path} embeds into d={found} but the features have d={d}; it was trained on other features")
-    model = HyperClip(n_in, d, cfg)
+    with torch.device(device): model = HyperClip(n_in, d, cfg)
     try: model.load_state_dict(sd)
     except RuntimeError as e: raise DataError(f"{path}: does not fit HyperClip({n_in}, {d}, {cfg}): {e}") from e
     return model.eval()
@@ -159,7 +161,7 @@ def load_hyperclip(path:str|Path, n_in:int, d:int, cfg:HyperClipConfig) -> Hyper
 def cached_hyperclip(G:torch.nn.Module, lat:Latents, cfg:HyperClipConfig) -> tuple[HyperClip, dict]:
     """(HyperCLIP, history with the build's 'seconds') trained once, then loaded, on the cached latents `lat` of a
     generator space decoded by its frozen generator `G` ('hnet': Algorithm 9, 'hvae': Algorithm 10). Its key is the
-    latents' key plus `cfg`."""
+    latents' key plus `cfg`. Loaded onto the latents' device."""
     key = built_key(lat, 'the latents').extend(hyperclip=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
@@ -169,14 +171,15 @@ def cached_hyperclip(G:torch.nn.Module, lat:Latents, cfg:HyperClipConfig) -> tup
     art = load_or_build(f'{lat.space}_hyperclip', key, build)
     d = lat.question.shape[-1]
     n_in = adapter_size(d, key.config('hnet', HNetConfig).hidden) if cfg.input == 'weights' else lat.k
-    model = load_hyperclip(art.file('hyperclip.safetensors'), n_in, d, cfg)
+    model = load_hyperclip(art.file('hyperclip.safetensors'), n_in, d, cfg, device=lat.device)
     return model, art.json('history.json') | {'seconds': art.meta.get('seconds')}
 
-def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, feats:Features, val_frac:float,
-                       cfg:HyperClipConfig) -> tuple[int, list]:
+def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, feats:Features, val_frac:float|None,
+                       cfg:HyperClipConfig, val_idx:torch.Tensor|None=None) -> tuple[int, list]:
     """(S*, accuracy after each step 0..S): the number of guidance steps S* ≤ `cfg.guide_steps` with the best mean query
-    accuracy (ties to fewer steps) on the validation tasks, the meta-train tasks the precomputed latents left out."""
-    _, val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)
+    accuracy (ties to fewer steps) on the validation tasks, the meta-train tasks the precomputed latents left out:
+    `val_idx` (the latents' `val_idx`) when given, else those `validation_split` holds out at `val_frac`."""
+    if val_idx is None: val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)[1].to(feats.image.device)
     if len(val_idx) == 0: raise ConfigError("choosing S needs validation tasks: set PrecomputeConfig.val_frac > 0")
     tb = feats.tasks('meta_train', val_idx)
     _, log = guide(model, G, z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=tb)
@@ -188,7 +191,9 @@ def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:F
     `hnet_hyperclip` / `hvae_hyperclip`. `choose_steps`: run S* steps chosen on the validation tasks
     (`choose_guide_steps`; those the cached latents `lat` left out) instead of `cfg.guide_steps`; `log` receives the
     guidance log, 'guide_steps' and, when chosen, 'val_acc' per step."""
-    if choose_steps: S, val = choose_guide_steps(model, G, lat.z_init, feats, precompute_config(lat, 'the latents').val_frac, cfg)
+    if choose_steps:
+        if lat.val_idx is None: raise ConfigError("hyperclip_zero_shot: `lat` has no validation tasks (val_idx); load it with cached_latents or cached_hvae_latents")
+        S, val = choose_guide_steps(model, G, lat.z_init, feats, None, cfg, val_idx=lat.val_idx)
     else: S, val = cfg.guide_steps, None
     tb = feats.tasks('meta_test')
     z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)

@@ -24,8 +24,9 @@ from .meta_shapes import FAMILY_BY_NAME
 # %% auto #0
 __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
            'hnet_meta_grad_loop', 'fit_hnet', 'latent_finetune', 'latent_accuracies', 'hnet_accuracies', 'save_hnet',
-           'load_hnet', 'random_subsets', 'Latents', 'precompute_latents', 'cached_hnet', 'hnet_latents_key',
-           'precompute_config', 'cached_latents', 'plot_losses', 'question_kind', 'pca_2d', 'plot_latent_pca']
+           'load_hnet', 'random_subsets', 'Latents', 'val_tasks', 'precompute_latents', 'cached_hnet',
+           'hnet_latents_key', 'precompute_config', 'cached_latents', 'plot_losses', 'question_kind', 'pca_2d',
+           'plot_latent_pca']
 
 # %% ../nbs/06_hypernet.ipynb #96ae2959
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
@@ -47,7 +48,7 @@ class HNet(torch.nn.Module):
         self.bundle = None       # the cache key of a cached HNet (`cached_hnet`), which its latents' keys extend
         self.G = weight_generator(cfg.latent, adapter_size(d, cfg.hidden), cfg.width)
         if conditional: self.P = torch.nn.Linear(d, cfg.latent)
-        else: self.z0 = torch.nn.Parameter(torch.randn(cfg.latent))
+        else: self.z0 = torch.nn.Parameter(torch.randn(cfg.latent, device=self.G[0].weight.device))   # drawn where G lives
     def forward(self, z:torch.Tensor) -> torch.Tensor: return self.G(z)
     def init_latent(self, question:torch.Tensor) -> torch.Tensor:
         "Initial latents [B, k] of tasks with question embeddings [B, d]."
@@ -120,8 +121,9 @@ def hnet_meta_grad_loop(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_step
 # %% ../nbs/06_hypernet.ipynb #6ab01599
 def fit_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HNet, dict]:
     "Meta-learn the HNet over the meta-train tasks (Algorithm 4; Algorithm 7 when `conditional`); returns (model, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
-    model = HNet(feats.d, cfg, conditional)
+    dev = feats.image.device
+    set_seed(cfg.seed); g = as_generator(cfg.seed, dev)
+    with torch.device(dev): model = HNet(feats.d, cfg, conditional)
     def batch_step(tb, g):
         grads, losses = hnet_meta_grad(model, tb, draw_steps(cfg.inner_steps, len(tb), g), cfg.inner_steps[1],
                                        cfg.inner_lr, cfg.max_norm, cfg.second_order, cfg.roles)
@@ -156,9 +158,10 @@ def save_hnet(model:HNet, path:str|Path):
     "Write the HNet's parameters to `path` (safetensors, atomic)."
     save_tensors(path, model.state_dict())
 
-def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False) -> HNet:
-    "The HNet for features of width `d` and `cfg`, with the parameters stored in `path`; refuses a mismatching file."
-    sd = load_tensors(path); model = HNet(d, cfg, conditional)
+def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False, device:str|torch.device='cpu') -> HNet:
+    "The HNet for features of width `d` and `cfg`, with the parameters stored in `path`, on `device`; refuses a mismatching file."
+    sd = load_tensors(path, device)
+    with torch.device(device): model = HNet(d, cfg, conditional)
     if missing := sorted({'G.0.weight', f'G.{len(model.G) - 1}.weight'} - set(sd)):
         raise DataError(f"{path}: lacks {missing}; it is not an HNet checkpoint (save_hnet writes one)")
     kind = lambda c: 'conditional (P q)' if c else 'unconditional (z0)'
@@ -180,10 +183,10 @@ def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False) -> H
 def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator) -> TaskBatch:
     "The batch with each task's support set replaced by a random ceil(f·n) of its n pooled pairs, f ~ U[min_frac, 1] (others -1)."
     x, y = torch.cat([tb.xs, tb.xq], 1), torch.cat([tb.ys, tb.yq], 1)     # pooled pairs [B, S+Q, d], [B, S+Q]
-    n = (y >= 0).sum(1)
-    f = min_frac + (1 - min_frac) * torch.rand(len(tb), generator=generator)
+    n, g = (y >= 0).sum(1), as_generator(generator, y.device)            # the generator must live with the tasks
+    f = min_frac + (1 - min_frac) * torch.rand(len(tb), generator=g, device=g.device)
     keep = torch.ceil(f * n).long()                                         # subset sizes [B]
-    score = torch.rand(y.shape, generator=generator).masked_fill(y < 0, 2.0)  # padding ranks last
+    score = torch.rand(y.shape, generator=g, device=g.device).masked_fill(y < 0, 2.0)  # padding ranks last
     rank = score.argsort(1).argsort(1)                                       # a random order of each task's pairs
     return dataclasses.replace(tb, xs=x, ys=torch.where(rank < keep[:, None], y, -1))
 
@@ -197,6 +200,8 @@ class Latents:
     oracle_meta_train: torch.Tensor  # [N, k]: fine-tuned on the support set only
     oracle_meta_test: torch.Tensor   # [N_test, k]
     z_init: torch.Tensor             # [k]: the start of every fine-tuning
+    val_idx: torch.Tensor|None = None  # [N_val] long: the meta-train positions left out of the passes (the validation tasks);
+                                     # not stored: set where the object is made, from its `PrecomputeConfig.val_frac`
     bundle = None                    # the cache key of cached latents, which every stage trained on them extends
     space = 'hnet'                   # the generator space: 'hnet' (G_φ) or 'hvae' (the HVAE's decoder)
     @property
@@ -204,17 +209,30 @@ class Latents:
     def questions(self) -> torch.Tensor:
         "Question embeddings [P, N, d] aligned with `latents`."
         return self.question[self.task_ids]
+    @property
+    def device(self) -> torch.device: return self.latents.device
+    def to(self, device:str|torch.device) -> 'Latents':
+        "A copy with every tensor on `device` (keeping `bundle` and `space`)."
+        out = dataclasses.replace(self, **{f.name: None if (t := getattr(self, f.name)) is None else t.to(device)
+                                           for f in dataclasses.fields(self)})
+        out.bundle, out.space = self.bundle, self.space
+        return out
     def epoch_batches(self, batch:int, generator:torch.Generator, drop_last:bool=False):
         "One consumer epoch (method §3): a random pass p, its rows shuffled into batches; yields (p, row indices)."
-        p = int(torch.randint(self.latents.shape[0], (1,), generator=generator))
+        g = as_generator(generator, self.device)
+        p = int(torch.randint(self.latents.shape[0], (1,), generator=g, device=g.device))
         for idx in meta_batches(self.latents.shape[1], batch, generator):
             if not (drop_last and len(idx) < batch): yield p, idx
-    def save(self, path:str|Path): save_tensors(path, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
     @classmethod
-    def load(cls, path:str|Path, k:int, d:int, k_name:str='HNetConfig.latent') -> 'Latents':
-        "Read what `save` wrote, refusing latents of width other than `k` or questions of width other than `d`."
-        t = load_tensors(path)
-        if missing := sorted({f.name for f in dataclasses.fields(cls)} - set(t)):
+    def stored(cls) -> list[str]: return [f.name for f in dataclasses.fields(cls) if f.name != 'val_idx']
+    def save(self, path:str|Path): save_tensors(path, {n: getattr(self, n) for n in self.stored()})
+    @classmethod
+    def load(cls, path:str|Path, k:int, d:int, k_name:str='HNetConfig.latent', device:str|torch.device='cpu',
+             val_idx:torch.Tensor|None=None) -> 'Latents':
+        """Read what `save` wrote onto `device`, refusing latents of width other than `k` or questions of width other
+        than `d`; `val_idx` (the validation tasks, not stored) is set on the result."""
+        t = load_tensors(path, device)
+        if missing := sorted(set(cls.stored()) - set(t)):
             raise DataError(f"{path}: lacks {missing}; is it a precomputed latents file?")
         if t['latents'].shape[-1] != k:
             raise DataError(f"latent size {t['latents'].shape[-1]} in {path} but {k_name}={k}; "
@@ -222,26 +240,32 @@ class Latents:
         if t['question'].shape[-1] != d:
             raise DataError(f"feature dimension {t['question'].shape[-1]} in {path} but the features have d={d}; "
                             f"the latents were built on other features")
-        return cls(**t)
+        return cls(**{n: t[n] for n in cls.stored()}, val_idx=None if val_idx is None else val_idx.to(device))
+
+def val_tasks(feats:Features, pre:PrecomputeConfig) -> torch.Tensor:
+    """The validation tasks of latents precomputed with `pre` on `feats`: the meta-train positions that `validation_split`
+    holds out at `pre.val_frac` [N_val], on the features' device. A fixed split (seed 2021), the same on every device."""
+    return validation_split(len(feats.splits['meta_train'].questions), pre.val_frac)[1].to(feats.image.device)
 
 def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, k] → weights [B, D]
                        z_init:torch.Tensor,     # [k] the start of every fine-tuning
                        feats:Features, cfg:PrecomputeConfig, chunk:int=1024) -> Latents:
     """Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both
     splits. The validation tasks (`validation_split` at `cfg.val_frac`) are left out of the passes, so no model trained
-    on these latents has seen them."""
-    g = as_generator(cfg.seed)
+    on these latents has seen them; they are the result's `val_idx`. Runs on the features' device."""
+    dev = feats.image.device
+    g = as_generator(cfg.seed, dev)
     tune = lambda tb: latent_finetune(G, z_init, tb, cfg.steps, cfg.lr, cfg.max_norm)
-    fit_idx, _ = validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac)
+    fit_idx, val_idx = (i.to(dev) for i in validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac))
     lat, ids = [], []
     for p in progress(range(cfg.passes), desc='precompute'):
-        perm = fit_idx[torch.randperm(len(fit_idx), generator=g)]
+        perm = fit_idx[torch.randperm(len(fit_idx), generator=g, device=g.device)]
         lat.append(torch.cat([tune(random_subsets(feats.tasks('meta_train', c), cfg.min_frac, g)) for c in perm.split(chunk)]))
         ids.append(perm)
-    oracle = {s: torch.cat([tune(feats.tasks(s, c)) for c in torch.arange(len(feats.splits[s].questions)).split(chunk)])
+    oracle = {s: torch.cat([tune(feats.tasks(s, c)) for c in torch.arange(len(feats.splits[s].questions), device=dev).split(chunk)])
               for s in ('meta_train', 'meta_test')}
     return Latents(torch.stack(lat), torch.stack(ids), feats.tasks('meta_train').question, oracle['meta_train'],
-                   oracle['meta_test'], z_init.detach().clone())
+                   oracle['meta_test'], z_init.detach().clone(), val_idx)
 
 # %% ../nbs/06_hypernet.ipynb #5d4d287b
 def cached_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HNet, dict]:
@@ -254,7 +278,8 @@ def cached_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     key = built_key(feats, 'the features').extend(hnet=cfg)
     art = load_or_build('cond_hnet' if conditional else 'hnet', key, build)
-    return with_key(load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional), key), art.json('history.json')
+    model = load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional, device=feats.image.device)
+    return with_key(model, key), art.json('history.json')
 
 def hnet_latents_key(hnet:HNet, lat:Latents, who:str) -> Bundle:
     "The key of `lat`, checked to be the HNet-space latents of `hnet` (what the HVAE and the bridge train on)."
@@ -264,12 +289,14 @@ def hnet_latents_key(hnet:HNet, lat:Latents, who:str) -> Bundle:
     return key
 
 def precompute_config(obj, what:str) -> PrecomputeConfig:
-    "The `PrecomputeConfig` in the key of cached latents or of a stage trained on them: its `val_frac` names the validation tasks."
+    """The `PrecomputeConfig` in the key of cached latents or of a stage trained on them (to precompute again in another
+    space; the validation tasks are the latents' `val_idx`)."""
     return built_key(obj, what).config('precompute', PrecomputeConfig)
 
 def cached_latents(feats:Features, hnet:HNet, pre:PrecomputeConfig) -> Latents:
     """The HNet-space precomputed adaptation dataset of a cached unconditional HNet (method §3: fine-tune the latent
-    from z0 through the frozen G_φ), built once, then loaded. Its key is the HNet's key plus `pre`."""
+    from z0 through the frozen G_φ), built once, then loaded onto the features' device, with its validation tasks
+    (`val_idx`, from `pre.val_frac`). Its key is the HNet's key plus `pre`."""
     if hnet.conditional: raise ConfigError("cached_latents: precompute from the unconditional HNet (cached_hnet(..., conditional=False)); a conditional HNet has no z0")
     key = built_key(hnet, 'the HNet').extend(precompute=pre)
     def build(bundle, out):
@@ -277,7 +304,9 @@ def cached_latents(feats:Features, hnet:HNet, pre:PrecomputeConfig) -> Latents:
         precompute_latents(hnet.G, hnet.z0, feats, pre).save(out/'latents.safetensors')
         return {'seconds': time.perf_counter() - t0}
     art = load_or_build('hnet_latents', key, build)
-    return with_key(Latents.load(art.file('latents.safetensors'), hnet.z0.shape[-1], feats.d), key)
+    lat = Latents.load(art.file('latents.safetensors'), hnet.z0.shape[-1], feats.d, device=feats.image.device,
+                       val_idx=val_tasks(feats, pre))
+    return with_key(lat, key)
 
 # %% ../nbs/06_hypernet.ipynb #41543f8a
 def plot_losses(hist:dict,   # name -> per-epoch values
