@@ -322,7 +322,7 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
     timings = {} if timings is None else timings
     res = {m: {} for m in methods}
     starts = {}
-    if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=seed)[0], None)
+    if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=as_generator(seed, feats.image.device))[0], None)
     if 'mnet_maml' in methods:
         with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'])[0], None)
     if 'hnet_maml' in methods:
