@@ -57,8 +57,9 @@ class BridgeDenoiser(torch.nn.Module):
 def support_draw(y:torch.Tensor,        # [B, M] pooled labels, -1 = padding
                  K:torch.Tensor,        # [B] long, pairs per answer
                  generator:torch.Generator) -> torch.Tensor:
-    "Labels [B, M] keeping K[b] random pairs of every answer of task b (all when it has fewer), the rest -1."
-    score = torch.rand(y.shape, generator=generator).masked_fill(y < 0, 2.0)       # [B, M]
+    "Labels [B, M] keeping K[b] random pairs of every answer of task b (all when it has fewer), the rest -1; drawn on y's device."
+    g = as_generator(generator, y.device)
+    score = torch.rand(y.shape, generator=g, device=g.device).masked_fill(y < 0, 2.0)   # [B, M]
     same = (y[:, :, None] == y[:, None, :]) & (y[:, None, :] >= 0)                 # [B, M, M] same answer
     rank = (same & (score[:, None, :] < score[:, :, None])).sum(-1)                # rank of a pair within its answer
     return torch.where((rank < K[:, None]) & (y >= 0), y, -1)
@@ -73,9 +74,11 @@ def compact_support(x:torch.Tensor,   # [B, M, d] pairs
 
 def drop_conditions(q:torch.Tensor, g:torch.Tensor, p_q:float, p_g:float,
                     generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "(q, g, dropped_q [B], dropped_g [B]): each row of q [B, d] and of g [B, k] independently set to 0 with prob. p_q, p_g."
-    dq = torch.rand(len(q), generator=generator) < p_q
-    dg = torch.rand(len(g), generator=generator) < p_g
+    """(q, g, dropped_q [B], dropped_g [B]): each row of q [B, d] and of g [B, k] independently set to 0 with prob. p_q,
+    p_g; drawn on q's device (`generator` must be there)."""
+    gen = as_generator(generator, q.device)
+    dq = torch.rand(len(q), generator=gen, device=gen.device) < p_q
+    dg = torch.rand(len(g), generator=gen, device=gen.device) < p_g
     return q.masked_fill(dq[:, None], 0.), g.masked_fill(dg[:, None], 0.), dq, dg
 
 # %% ../nbs/11a_bridge.ipynb #bb000019
@@ -94,12 +97,20 @@ class Bridge:
         return torch.zeros_like(x) if tb is None else support_grad(self.G, x, self.mu, self.sigma, tb)
     def sample(self, question:torch.Tensor, tb:TaskBatch|None=None, gamma_q:float=1., gamma_g:float=1.,
                steps:int=50, eta:float=0., generator:int|torch.Generator=0) -> torch.Tensor:
-        """One HNet latent z [B, k] per question [B, d]; `tb`: the tasks' supports (None: zero-shot). DDIM, `bridge_eps`
-        guidance, x̂0 clipped to the training latents' range (`diffusion.clip_eps`)."""
+        """One HNet latent z [B, k] per question [B, d], on the question's device (the bridge's: `to`; a `generator` must
+        be there, an int seeds one there); `tb`: the tasks' supports (None: zero-shot). DDIM, `bridge_eps` guidance,
+        x̂0 clipped to the training latents' range (`diffusion.clip_eps`)."""
         def eps_fn(x, t): return bridge_eps(self.model, x, t, question, self.grad(x, tb), gamma_q, gamma_g)
-        x = ddim_sample(eps_fn, self.sched, (len(question), self.model.k), steps, eta, as_generator(generator), question.dtype,
-                        x0_max=self.x0_max)
-        return self.sigma * x + self.mu
+        dev = question.device
+        x = ddim_sample(eps_fn, self.sched, (len(question), self.model.k), steps, eta, as_generator(generator, dev),
+                        question.dtype, dev, x0_max=self.x0_max)
+        return self.sigma.to(dev) * x + self.mu.to(dev)
+    def to(self, device:str|torch.device) -> 'Bridge':
+        "The denoiser, schedule, G (in place), mu and sigma on `device`; the cache key carries over."
+        out = dataclasses.replace(self, model=self.model.to(device), sched=self.sched.to(device), G=self.G.to(device),
+                                  mu=self.mu.to(device), sigma=self.sigma.to(device))
+        out.bundle = self.bundle
+        return out
 
 def _pooled(tb:TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
     "Each task's pooled support ∪ query pairs: (x [B, S+Q, d], y [B, S+Q])."
@@ -107,9 +118,10 @@ def _pooled(tb:TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bridge_loss(bridge:Bridge, x0:torch.Tensor, q:torch.Tensor, tb:TaskBatch, cfg:BridgeConfig,
                 generator:torch.Generator, stats:dict|None=None) -> torch.Tensor:
-    "ε-MSE at t ~ U{0..T-1} with g computed at x_t on `tb`'s support and (q, g) dropped.  x0: [B, k]; q: [B, d] -> scalar"
-    t = torch.randint(0, bridge.sched.T, (len(x0),), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    "ε-MSE at t ~ U{0..T-1} with g computed at x_t on `tb`'s support and (q, g) dropped, drawn on x0's device.  x0: [B, k]; q: [B, d] -> scalar"
+    generator = as_generator(generator, x0.device)
+    t = torch.randint(0, bridge.sched.T, (len(x0),), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     xt = q_sample(bridge.sched, x0, t, noise)
     q, g, dq, dg = drop_conditions(q, bridge.grad(xt, tb), cfg.p_drop_q, cfg.p_drop_g, generator)
     if stats is not None:
@@ -117,20 +129,21 @@ def bridge_loss(bridge:Bridge, x0:torch.Tensor, q:torch.Tensor, tb:TaskBatch, cf
     return ((noise - bridge.model(xt, t, q, g)) ** 2).mean()
 
 def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig) -> tuple[Bridge, dict]:
-    "Train the bridge on the precomputed latents `lat` of generator G; returns (bridge, history)."
-    set_seed(cfg.seed); gen = as_generator(cfg.seed)
+    "Train the bridge on the precomputed latents `lat` of generator G, on their device; returns (bridge, history)."
+    dev = lat.latents.device
+    set_seed(cfg.seed); gen = as_generator(cfg.seed, dev)
     x0_all, q_all, mu, sigma = standardize(lat)                           # [P*N, k], [P*N, d]
     task = lat.task_ids.flatten()                                         # [P*N] positions in meta_train
     tb_all = feats.tasks('meta_train')
     xp, yp = _pooled(tb_all)
     G = G.requires_grad_(False)
-    bridge = Bridge(BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden),
-                    NoiseSchedule.from_name(cfg.schedule, cfg.T), mu, sigma, G, x0_all.abs().max().item())
+    with torch.device(dev): model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
+    bridge = Bridge(model, NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), mu, sigma, G, x0_all.abs().max().item())
     stats = {}
     def draw():
-        rows = torch.randint(0, len(x0_all), (cfg.batch,), generator=gen)
+        rows = torch.randint(0, len(x0_all), (cfg.batch,), generator=gen, device=dev)
         b = task[rows]
-        K = torch.randint(1, cfg.k_max + 1, (cfg.batch,), generator=gen)
+        K = torch.randint(1, cfg.k_max + 1, (cfg.batch,), generator=gen, device=dev)
         xs, ys = compact_support(xp[b], support_draw(yp[b], K, gen))   # only the drawn pairs: ~4x less adapter work
         tb = dataclasses.replace(tb_all, xs=xs, ys=ys, xq=xs[:, :0], yq=ys[:, :0],
                                  prompts=tb_all.prompts[b], answer_mask=tb_all.answer_mask[b], question=tb_all.question[b],
@@ -159,22 +172,24 @@ def bridge_eps(model, x:torch.Tensor, t:torch.Tensor, q:torch.Tensor, g:torch.Te
 # %% ../nbs/11a_bridge.ipynb #bb000025
 def cached_bridge(feats:Features, hnet:HNet, lat:Latents, cfg:BridgeConfig) -> tuple[Bridge, dict]:
     """(Bridge, history) trained by `fit_bridge` on the HNet's cached latents `lat` (`cached_latents(feats, hnet, pre)`),
-    or loaded from the cache (safetensors + JSON). Its key is the latents' key plus `cfg`; the bridge carries it."""
+    or loaded from the cache (safetensors + JSON), on the latents' device. Its key is the latents' key plus `cfg`; the
+    bridge carries it."""
     key = hnet_latents_key(hnet, lat, 'cached_bridge').extend(bridge=cfg)
     def build(bundle, out):
         bridge, hist = fit_bridge(feats, lat, hnet.G, cfg)
         save_tensors(out/'bridge.safetensors', {**{f'model.{k}': v for k, v in bridge.model.state_dict().items()},
                                                 'mu': bridge.mu, 'sigma': bridge.sigma,
-                                                'x0_max': torch.tensor(bridge.x0_max)})
+                                                'x0_max': torch.tensor(bridge.x0_max, device='cpu')})
         every = max(1, len(hist['loss']) // 1000)            # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', hist | {'loss': hist['loss'][::every], 'loss_every': every})
         return {'seconds': hist['seconds'], 'final_loss': hist['loss'][-1]}
     art = load_or_build('bridge', key, build)
-    t = art.tensors('bridge.safetensors')
-    model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
+    dev = lat.latents.device
+    t = art.tensors('bridge.safetensors', device=dev)
+    with torch.device(dev): model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
     try: model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith('model.')})
     except RuntimeError as e: raise DataError(f"{art.path}: weights do not fit {cfg}; delete the folder to rebuild") from e
-    bridge = Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], frozen_generator(hnet),
+    bridge = Bridge(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), t['mu'], t['sigma'], frozen_generator(hnet),
                     clip_range(t, lambda: lat))
     return with_key(bridge, key), art.json('history.json')
 
@@ -215,7 +230,7 @@ def bridge_n_shot(bridge:Bridge, ldm:HyperLDM, feats:Features, cfg:BridgeConfig,
     kept, tasks = n_shot_filter(tb, n_max)
     res |= {'bridge': {}, 'hyperldm_finetune': {}, 'bridge_finetune': {}, 'std': {}, 'n_tasks': len(tasks)}
     if len(tasks) == 0: return res
-    gen = as_generator(seed)
+    gen = as_generator(seed, tb.question.device)
     for n in range(n_max + 1):
         accs = {m: [] for m in ('bridge', 'hyperldm_finetune', 'bridge_finetune')}
         for r in range(redraws if n else 1):

@@ -210,8 +210,9 @@ def answer_question(question:str, method:str='hyperldm', guidance_scale:float=1.
     text = encode_texts(state.clip, state.tok, [q] + prompts)                    # [1 + A, d]
     W = generate_weights(state, text[:1], method, guidance_scale, seed, steps)   # [1, D]
     images, truths = demo_images(q, n_images, seed, state.cfgs['data'])
-    x, mask = encode_pil(state, images)[None], torch.ones(1, len(answers), dtype=torch.bool)   # [1, N, d], [1, A]
-    W0 = identity_adapter(1, x.shape[-1], state.cfgs['hnet'].hidden, generator=seed)          # zero-shot CLIP
+    x = encode_pil(state, images)[None]                                                       # [1, N, d]
+    mask = torch.ones(1, len(answers), dtype=torch.bool, device=x.device)                     # [1, A]
+    W0 = identity_adapter(1, x.shape[-1], state.cfgs['hnet'].hidden, generator=as_generator(seed, x.device))   # zero-shot CLIP
     with torch.no_grad():
         pred, base = (adapter_logits(w, x, text[None, 1:], mask).argmax(-1)[0] for w in (W, W0))   # [N] each
     preds = [answers[i] for i in pred.tolist()]

@@ -22,15 +22,17 @@ __all__ = ['REFERENCE_ROWS', 'regress_latents', 'shortfall', 'shortfall_table', 
 # %% ../nbs/12a_diagnostics.ipynb #3399bf32
 def regress_latents(lat:Latents, seed:int=0, steps:int=4000, width:int=256, batch:int=128, lr:float=1e-3):
     """(predict, final training loss): an MLP question -> latent fit by squared error to the standardized precomputed
-    latents of `lat`; `predict(q [B, d])` returns latents [B, k] in the original units."""
+    latents of `lat`, on their device; `predict(q [B, d])` returns latents [B, k] in the original units."""
     if steps < 1 or width < 1 or batch < 1: raise ConfigError(f"regress_latents: steps={steps}, width={width} and batch={batch} must be >= 1")
     z, q = lat.latents.flatten(0, 1), lat.questions().flatten(0, 1)
     mu, sd = z.mean(0), z.std(0).clamp(min=1e-8)
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(q.shape[1], width), torch.nn.ReLU(), torch.nn.Linear(width, width),
-                              torch.nn.ReLU(), torch.nn.Linear(width, z.shape[1]))
+    dev = z.device
+    g = as_generator(seed, dev); torch.manual_seed(seed)
+    with torch.device(dev):
+        net = torch.nn.Sequential(torch.nn.Linear(q.shape[1], width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                                  torch.nn.ReLU(), torch.nn.Linear(width, z.shape[1]))
     log = train_loop(list(net.parameters()), lambda i: ((net(q[i]) - (z[i] - mu) / sd) ** 2).mean(),
-                     Draws(steps, lambda: torch.randint(len(z), (batch,), generator=g)), stage='q -> latent regressor',
+                     Draws(steps, lambda: torch.randint(len(z), (batch,), generator=g, device=dev)), stage='q -> latent regressor',
                      hint='lower regress_latents lr', lr=lr, max_norm=None)   # no clip: a diagnostic, not a stage of the method
     net.requires_grad_(False).eval()
     return (lambda question: net(question) * sd + mu), log.history['loss'][-1]

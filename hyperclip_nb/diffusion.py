@@ -13,24 +13,24 @@ from .training import Draws, train_loop
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'extract', 'NoiseSchedule', 'q_sample',
-           'q_posterior', 'predict_x0', 'ddpm_step', 'x0_hat', 'ddim_step', 'ddim_timesteps', 'clip_eps', 'ddpm_sample',
-           'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps', 'drop_condition', 'diffusion_loss',
-           'fit_diffusion', 'sample', 'bench_ddim']
+           'q_posterior', 'predict_x0', 'ddpm_step', 'x0_hat', 'ddim_step', 'ddim_timesteps', 'clip_eps',
+           'sampler_generator', 'ddpm_sample', 'ddim_sample', 'timestep_embedding', 'Denoiser', 'cfg_eps', 'guided_eps',
+           'drop_condition', 'diffusion_loss', 'fit_diffusion', 'sample', 'bench_ddim']
 
 # %% ../nbs/09_diffusion.ipynb #d9000007
 def linear_betas(T:int=350, beta_start:float=1e-4, beta_end:float=0.06) -> torch.Tensor:
-    "The paper's schedule: β linear in t from `beta_start` to `beta_end`.  -> [T] float64"
-    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+    "The paper's schedule: β linear in t from `beta_start` to `beta_end`, built on the CPU (`NoiseSchedule.to` moves it).  -> [T] float64"
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64, device='cpu')
 
 def scaled_linear_betas(T:int=350, beta_start:float=1e-4, beta_end:float=0.06) -> torch.Tensor:
     "The release's \"linear\": sqrt(β) linear in t, then squared.  -> [T] float64"
-    return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float64) ** 2
+    return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float64, device='cpu') ** 2
 
 def cosine_betas(T:int=1000, s:float=0.008, max_beta:float=0.999) -> torch.Tensor:
     "The release's default cosine schedule: ᾱ(t) = g(t+1)/g(0), β_t = 1 - ᾱ_t/ᾱ_{t-1}, clipped.  -> [T] float64"
-    g = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+    g = torch.cos((torch.arange(T + 1, dtype=torch.float64, device='cpu') / T + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = g[1:] / g[0]                                              # ᾱ_t for t = 0..T-1
-    alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64, device='cpu'), alpha_bar[:-1]])
     return (1 - alpha_bar / alpha_bar_prev).clamp(max=max_beta)
 
 SCHEDULES = {'linear': linear_betas, 'scaled_linear': scaled_linear_betas, 'cosine': cosine_betas}
@@ -41,13 +41,14 @@ def extract(a:torch.Tensor, t:torch.Tensor, x:torch.Tensor) -> torch.Tensor:
     return a.gather(0, t).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 class NoiseSchedule(torch.nn.Module):
-    "β, α, ᾱ, ᾱ_{t-1} and the posterior coefficients of a DDPM schedule, as float64 buffers indexed t = 0..T-1."
+    """β, α, ᾱ, ᾱ_{t-1} and the posterior coefficients of a DDPM schedule, as float64 buffers indexed t = 0..T-1, computed
+    on `betas`' device (the named schedules on the CPU, so every device holds the same numbers after `.to(dev)`)."""
     def __init__(self, betas:torch.Tensor, name:str='custom'):
         super().__init__()
         self.name = name
         betas = betas.to(torch.float64)
         alpha_bar = torch.cumprod(1 - betas, 0)
-        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])   # ᾱ_{-1} = 1
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64, device=betas.device), alpha_bar[:-1]])   # ᾱ_{-1} = 1
         for k, v in dict(betas=betas, alphas=1 - betas, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev,
                          post_var=betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
                          post_coef_x0=betas * alpha_bar_prev.sqrt() / (1 - alpha_bar),
@@ -55,10 +56,13 @@ class NoiseSchedule(torch.nn.Module):
             self.register_buffer(k, v)
 
     @classmethod
-    def from_name(cls, name:str, T:int):
-        "The schedule `name` ('linear', 'scaled_linear' or 'cosine') with T steps."
+    def from_name(cls, name:str, T:int, device:str|torch.device='cpu'):
+        "The schedule `name` ('linear', 'scaled_linear' or 'cosine') with T steps, computed on the CPU and moved to `device`."
         if name not in SCHEDULES: raise ConfigError(f"unknown schedule {name!r}; choose one of {list(SCHEDULES)}")
-        return cls(SCHEDULES[name](T), name)
+        return cls(SCHEDULES[name](T), name).to(device)
+    def host(self) -> dict[str, list[float]]:
+        "The buffers as Python floats, read once (one host sync) so that the samplers' steps read no tensor."
+        return {k: v.tolist() for k, v in self.named_buffers()}
     @property
     def T(self) -> int: return len(self.betas)
     def extra_repr(self): return f"{self.name}, T={self.T}"
@@ -78,62 +82,79 @@ def predict_x0(sched:NoiseSchedule, xt:torch.Tensor, t:torch.Tensor, eps:torch.T
     return (xt - extract((1 - sched.alpha_bar).sqrt(), t, xt) * eps) / extract(sched.alpha_bar.sqrt(), t, xt)
 
 # %% ../nbs/09_diffusion.ipynb #d9000012
-def ddpm_step(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, xi:torch.Tensor) -> torch.Tensor:
-    "One ancestral step x_t -> x_{t-1}: (x - β_t/sqrt(1-ᾱ_t) ε̂)/sqrt(α_t) + σ_t ξ, σ_t² the posterior variance (0 at t=0)."
-    b, ab, a = (v[t].item() for v in (sched.betas, sched.alpha_bar, sched.alphas))
-    return (x - b / math.sqrt(1 - ab) * eps) / math.sqrt(a) + math.sqrt(sched.post_var[t].item()) * xi
+def _at(sched:NoiseSchedule, host:dict|None, name:str, t:int) -> float:
+    "Buffer `name` at step t as a Python float: from `host` (`sched.host()`, no sync) when given, else read (one sync)."
+    return host[name][t] if host is not None else getattr(sched, name)[t].item()
+
+def ddpm_step(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, xi:torch.Tensor,
+              host:dict|None=None) -> torch.Tensor:
+    """One ancestral step x_t -> x_{t-1}: (x - β_t/sqrt(1-ᾱ_t) ε̂)/sqrt(α_t) + σ_t ξ, σ_t² the posterior variance (0 at t=0).
+    `host`: `sched.host()`, read once per sampling run, so the step does not synchronise with the device."""
+    b, ab, a = (_at(sched, host, k, t) for k in ('betas', 'alpha_bar', 'alphas'))
+    return (x - b / math.sqrt(1 - ab) * eps) / math.sqrt(a) + math.sqrt(_at(sched, host, 'post_var', t)) * xi
 
 def x0_hat(x:torch.Tensor, eps:torch.Tensor, ab:float) -> torch.Tensor:
     "x̂0 = (x - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) at one timestep, ᾱ a float: the scalar form of `predict_x0` that the samplers use.  [B, k]"
     return (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
 
 def ddim_step(sched:NoiseSchedule, x:torch.Tensor, t:int, t_prev:int, eps:torch.Tensor, xi:torch.Tensor,
-              eta:float=0.) -> torch.Tensor:
-    "One DDIM step x_τ -> x_τprev using only ᾱ_τ and ᾱ_τprev (t_prev = -1: ᾱ_prev = 1).  x, eps, xi: [B, k]"
-    ab = sched.alpha_bar[t].item()
-    ab_prev = sched.alpha_bar[t_prev].item() if t_prev >= 0 else 1.
+              eta:float=0., host:dict|None=None) -> torch.Tensor:
+    "One DDIM step x_τ -> x_τprev using only ᾱ_τ and ᾱ_τprev (t_prev = -1: ᾱ_prev = 1); `host` as in `ddpm_step`.  x, eps, xi: [B, k]"
+    ab = _at(sched, host, 'alpha_bar', t)
+    ab_prev = _at(sched, host, 'alpha_bar', t_prev) if t_prev >= 0 else 1.
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
     return math.sqrt(ab_prev) * x0_hat(x, eps, ab) + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.)) * eps + sigma * xi
 
 def ddim_timesteps(T:int, steps:int) -> list[int]:
     "The visited timesteps: round(linspace(0, T-1, steps)), unique, descending."
-    return sorted(set(torch.linspace(0, T - 1, steps).round().long().tolist()), reverse=True)
+    return sorted(set(torch.linspace(0, T - 1, steps, device='cpu').round().long().tolist()), reverse=True)
 
-def clip_eps(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, x0_max:float) -> torch.Tensor:
+def clip_eps(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, x0_max:float,
+             host:dict|None=None) -> torch.Tensor:
     """ε̂ made consistent with x̂0 clamped to [-x0_max, x0_max]: where x̂0 = (x - sqrt(1-ᾱ_t) ε̂)/sqrt(ᾱ_t) is out of
-    range, ε̂ ← (x - sqrt(ᾱ_t) clamp(x̂0))/sqrt(1-ᾱ_t); elsewhere ε̂ is returned bit for bit.  [B, k]"""
-    ab = sched.alpha_bar[t].item()
+    range, ε̂ ← (x - sqrt(ᾱ_t) clamp(x̂0))/sqrt(1-ᾱ_t); elsewhere ε̂ is returned bit for bit; `host` as in `ddpm_step`.  [B, k]"""
+    ab = _at(sched, host, 'alpha_bar', t)
     x0 = x0_hat(x, eps, ab)
     x0c = x0.clamp(-x0_max, x0_max)
     return torch.where(x0c != x0, (x - math.sqrt(ab) * x0c) / math.sqrt(1 - ab), eps)
 
-def _loop(step, ts, eps_fn, shape, generator, dtype, device, sched=None, x0_max=None):
-    "Shared sampling loop: x ~ N(0, I), then for each timestep one ε̂ call (clipped by `clip_eps` if x0_max), one ξ draw and one `step`.  -> [B, k]"
-    x = torch.randn(shape, generator=generator, dtype=dtype).to(device)
+def sampler_generator(generator:torch.Generator|int|None, device:str|torch.device|None, sched:NoiseSchedule) -> torch.Generator:
+    """The samplers' generator: on `device` when given (a generator on another device raises `ConfigError`), else on the
+    generator's own device when one is passed, else on the schedule's device; an int (or None: 0) seeds a new one there."""
+    if device is None: device = generator.device if isinstance(generator, torch.Generator) else sched.betas.device
+    return as_generator(generator, device)
+
+def _loop(step, ts, eps_fn, shape, generator, dtype, sched=None, x0_max=None):
+    """Shared sampling loop on the generator's device: x ~ N(0, I), then for each timestep one ε̂ call (clipped by
+    `clip_eps` if x0_max), one ξ draw and one `step`; the schedule is read to the host once, not per step.  -> [B, k]"""
+    dev, host = generator.device, sched.host() if sched is not None else None
+    x = torch.randn(shape, generator=generator, dtype=dtype, device=dev)
     for i, t in enumerate(ts):
-        eps = eps_fn(x, torch.full((shape[0],), t, dtype=torch.long, device=device))
-        if x0_max is not None: eps = clip_eps(sched, x, t, eps, x0_max)
-        xi = torch.randn(shape, generator=generator, dtype=dtype).to(device)
-        x = step(x, i, t, eps, xi)
+        eps = eps_fn(x, torch.full((shape[0],), t, dtype=torch.long, device=dev))
+        if x0_max is not None: eps = clip_eps(sched, x, t, eps, x0_max, host)
+        xi = torch.randn(shape, generator=generator, dtype=dtype, device=dev)
+        x = step(x, i, t, eps, xi, host)
     return x
 
 @torch.no_grad()
-def ddpm_sample(eps_fn, sched:NoiseSchedule, shape:tuple, generator:torch.Generator|None=None,
-                dtype=torch.float32, device='cpu', x0_max:float|None=None) -> torch.Tensor:
-    "Ancestral DDPM sampling (Algorithm 14) over all T steps, T-1 down to 0; `x0_max`: clip x̂0 (`clip_eps`).  -> [B, k]"
-    g = as_generator(generator)
-    return _loop(lambda x, i, t, eps, xi: ddpm_step(sched, x, t, eps, xi), range(sched.T - 1, -1, -1),
-                 eps_fn, shape, g, dtype, device, sched, x0_max)
+def ddpm_sample(eps_fn, sched:NoiseSchedule, shape:tuple, generator:torch.Generator|int|None=None,
+                dtype=torch.float32, device:str|torch.device|None=None, x0_max:float|None=None) -> torch.Tensor:
+    """Ancestral DDPM sampling (Algorithm 14) over all T steps, T-1 down to 0; `x0_max`: clip x̂0 (`clip_eps`). Runs on
+    `device`, else the generator's, else the schedule's (`sampler_generator`).  -> [B, k]"""
+    g = sampler_generator(generator, device, sched)
+    return _loop(lambda x, i, t, eps, xi, h: ddpm_step(sched, x, t, eps, xi, h), range(sched.T - 1, -1, -1),
+                 eps_fn, shape, g, dtype, sched, x0_max)
 
 @torch.no_grad()
 def ddim_sample(eps_fn, sched:NoiseSchedule, shape:tuple, steps:int=50, eta:float=0.,
-                generator:torch.Generator|None=None, dtype=torch.float32, device='cpu',
+                generator:torch.Generator|int|None=None, dtype=torch.float32, device:str|torch.device|None=None,
                 x0_max:float|None=None) -> torch.Tensor:
-    "Strided DDIM sampling with `steps` network calls; η=0 deterministic given the start noise; `x0_max`: clip x̂0.  -> [B, k]"
-    g, ts = as_generator(generator), ddim_timesteps(sched.T, steps)
+    """Strided DDIM sampling with `steps` network calls; η=0 deterministic given the start noise; `x0_max`: clip x̂0.
+    Device as in `ddpm_sample`.  -> [B, k]"""
+    g, ts = sampler_generator(generator, device, sched), ddim_timesteps(sched.T, steps)
     prev = ts[1:] + [-1]
-    return _loop(lambda x, i, t, eps, xi: ddim_step(sched, x, t, prev[i], eps, xi, eta), ts,
-                 eps_fn, shape, g, dtype, device, sched, x0_max)
+    return _loop(lambda x, i, t, eps, xi, h: ddim_step(sched, x, t, prev[i], eps, xi, eta, h), ts,
+                 eps_fn, shape, g, dtype, sched, x0_max)
 
 # %% ../nbs/09_diffusion.ipynb #d9000016
 def timestep_embedding(t:torch.Tensor, dim:int=100) -> torch.Tensor:
@@ -170,31 +191,35 @@ def guided_eps(model:torch.nn.Module, x:torch.Tensor, t:torch.Tensor, cond:torch
 
 # %% ../nbs/09_diffusion.ipynb #d900001e
 def drop_condition(cond:torch.Tensor, p:float, generator:torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    "Replace each row of cond [B, c] by the null condition 0 with probability p; returns (cond, dropped [B] bool)."
-    dropped = torch.rand(len(cond), generator=generator) < p
-    return cond.masked_fill(dropped.to(cond.device)[:, None], 0.), dropped
+    """Replace each row of cond [B, c] by the null condition 0 with probability p; returns (cond, dropped [B] bool). The
+    draw is made on cond's device (`generator` must be there)."""
+    g = as_generator(generator, cond.device)
+    dropped = torch.rand(len(cond), generator=g, device=g.device) < p
+    return cond.masked_fill(dropped[:, None], 0.), dropped
 
 def diffusion_loss(model:torch.nn.Module, sched:NoiseSchedule, x0:torch.Tensor, cond:torch.Tensor,
                    generator:torch.Generator) -> torch.Tensor:
-    "MSE between ε and ε_θ(x_t, t, c) for t ~ U{0..T-1}, ε ~ N(0, I).  x0: [B, k]; cond: [B, c] -> scalar"
-    t = torch.randint(0, sched.T, (len(x0),), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    "MSE between ε and ε_θ(x_t, t, c) for t ~ U{0..T-1}, ε ~ N(0, I), drawn on x0's device.  x0: [B, k]; cond: [B, c] -> scalar"
+    g = as_generator(generator, x0.device)
+    t = torch.randint(0, sched.T, (len(x0),), generator=g, device=g.device)
+    noise = torch.randn(x0.shape, generator=g, device=g.device).to(x0)
     return ((noise - model(q_sample(sched, x0, t, noise), t, cond)) ** 2).mean()
 
 def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized latents)
                   cond:torch.Tensor,  # [N, c] their conditions
                   cfg:DiffusionConfig) -> tuple[torch.nn.Module, NoiseSchedule, dict]:
-    "Train ε_θ with condition dropout; returns (sampling model: the EMA copy when cfg.ema > 0, schedule, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
-    sched = NoiseSchedule.from_name(cfg.schedule, cfg.T).to(x0.device)
-    model = Denoiser(x0.shape[1], cond.shape[1], cfg.width, cfg.depth, cfg.temb).to(x0.device)
+    "Train ε_θ with condition dropout on x0's device; returns (sampling model: the EMA copy when cfg.ema > 0, schedule, history)."
+    dev = x0.device
+    set_seed(cfg.seed); g = as_generator(cfg.seed, dev)
+    sched = NoiseSchedule.from_name(cfg.schedule, cfg.T, dev)
+    with torch.device(dev): model = Denoiser(x0.shape[1], cond.shape[1], cfg.width, cfg.depth, cfg.temb)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
     counts = {'null': 0}
     def loss_fn(idx):
         c, dropped = drop_condition(cond[idx], cfg.p_uncond, g)
         counts['null'] += int(dropped.sum())
         return diffusion_loss(model, sched, x0[idx], c, g)
-    batches = Draws(cfg.steps, lambda: torch.randint(0, len(x0), (cfg.batch,), generator=g).to(x0.device))
+    batches = Draws(cfg.steps, lambda: torch.randint(0, len(x0), (cfg.batch,), generator=g, device=dev))
     log = train_loop(list(model.parameters()), loss_fn, batches, stage='diffusion', lr=cfg.lr, max_norm=cfg.max_norm,
                      ema=ema, ema_decay=cfg.ema)
     hist = {**log.history, 'null_frac': counts['null'] / (cfg.steps * cfg.batch)}
@@ -205,7 +230,8 @@ def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized laten
 def sample(model:torch.nn.Module, sched:NoiseSchedule, cond:torch.Tensor, guidance_scale:float|torch.Tensor=1.,
            steps:int|None=50, eta:float=0., generator:torch.Generator|int|None=None,
            x0_max:float|None=None) -> torch.Tensor:
-    "One sample per row of cond [B, c] -> [B, k]; γ a float or [B, 1]; `steps=None`: ancestral DDPM over all T steps, else DDIM."
+    """One sample per row of cond [B, c] -> [B, k], on cond's device (a `generator` must be there; an int seeds one
+    there); γ a float or [B, 1]; `steps=None`: ancestral DDPM over all T steps, else DDIM."""
     fn = lambda x, t: guided_eps(model, x, t, cond, guidance_scale)
     shape = (len(cond), model.k)
     if steps is None: return ddpm_sample(fn, sched, shape, generator, cond.dtype, cond.device, x0_max)

@@ -32,7 +32,7 @@ def task_kinds(feats:Features, cfgs:dict, split:str='meta_test') -> list|None:
 
 def per_kind(acc:torch.Tensor, kinds:list) -> dict:
     "{kind: mean of the per-task accuracies `acc` over its tasks}."
-    return {k: float(acc[torch.tensor([x == k for x in kinds])].mean()) for k in sorted(set(kinds))}
+    return {k: float(acc[torch.tensor([x == k for x in kinds], device=acc.device)].mean()) for k in sorted(set(kinds))}
 
 # %% ../nbs/12_evaluation.ipynb #cfcdc2e1
 def _mean_std(per_seed) -> tuple:
@@ -97,7 +97,7 @@ def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method'
 
 def _zero_shot_clip(run):
     tb = run.tasks()
-    return ZeroShot(identity_adapter(len(tb), tb.d, run.cfgs['adapter'].hidden, generator=run.seed))
+    return ZeroShot(identity_adapter(len(tb), tb.d, run.cfgs['adapter'].hidden, generator=as_generator(run.seed, tb.xs.device)))
 def _oracle(run): return oracle_finetune(run.tasks(), run.cfgs['adapter'], seed=run.seed)
 def _uncond_multitask(run): return ZeroShot(fit_uncond_multitask(run.features(), run.cfgs['multitask'])[0])
 def _uncond_mnet_maml(run): return ZeroShot(fit_mnet_maml(run.features(), run.cfgs['maml'])[0])

@@ -42,15 +42,22 @@ class HyperLDM:
     x0_max: float|None = None   # largest |standardized latent| in training: the samplers clip x̂0 to ± this (None: no clip)
     def sample(self, question:torch.Tensor, guidance_scale:float|torch.Tensor=1., steps:int|None=50,
                generator:int|torch.Generator=0, eta:float=0.) -> torch.Tensor:
-        """One HNet latent [B, k] per question [B, d]; `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its
-        noise). Every step's x̂0 is clipped to the training latents' range (`diffusion.clip_eps`)."""
+        """One HNet latent [B, k] per question [B, d], on the question's device (the model's: `to`; a `generator` must be
+        there, an int seeds one there); `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its noise). Every
+        step's x̂0 is clipped to the training latents' range (`diffusion.clip_eps`)."""
         x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator, x0_max=self.x0_max)
-        return self.sigma * x + self.mu
+        return self.sigma.to(x.device) * x + self.mu.to(x.device)
+    def to(self, device:str|torch.device) -> 'HyperLDM':
+        "The model, schedule, mu and sigma on `device` (the denoiser and schedule in place); the cache key carries over."
+        out = dataclasses.replace(self, model=self.model.to(device), sched=self.sched.to(device),
+                                  mu=self.mu.to(device), sigma=self.sigma.to(device))
+        if getattr(self, 'bundle', None) is not None: out.bundle = self.bundle
+        return out
     def sample_sweep(self, question:torch.Tensor, gammas=GAMMAS, steps:int|None=50,
                      generator:int|torch.Generator=0, eta:float=0.) -> dict:
         "{γ: latents [B, k]} for every γ, drawn in ONE batched sampling call over len(gammas) * B rows (DDIM noise η)."
         q = question.repeat(len(gammas), 1)                                          # [G*B, d]
-        g = torch.tensor(gammas, dtype=question.dtype).repeat_interleave(len(question))[:, None]   # [G*B, 1]
+        g = torch.tensor(gammas, dtype=question.dtype, device=question.device).repeat_interleave(len(question))[:, None]   # [G*B, 1]
         z = self.sample(q, g, steps, generator, eta).view(len(gammas), len(question), -1)  # [G, B, k]
         return dict(zip(gammas, z))
 
@@ -68,21 +75,24 @@ def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
 # %% ../nbs/10_hyperldm.ipynb #da000009
 def cached_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
     """(HyperLDM, history) trained on the cached latents `lat` of a space (`cached_latents` or `cached_hvae_latents`),
-    or loaded from the cache. Its key is the latents' key plus `cfg`; the model carries it (`ldm.bundle`)."""
+    or loaded from the cache. Its key is the latents' key plus `cfg`; the model carries it (`ldm.bundle`). It is trained
+    and loaded on the latents' device (denoiser, schedule, mu and sigma)."""
     key = built_key(lat, 'the latents').extend(ldm=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
         ldm, hist = fit_hyperldm(lat, cfg)
         save_tensors(out/'hyperldm.safetensors', {**{f'model.{k}': v for k, v in ldm.model.state_dict().items()},
-                                                  'mu': ldm.mu, 'sigma': ldm.sigma, 'x0_max': torch.tensor(ldm.x0_max)})
+                                                  'mu': ldm.mu, 'sigma': ldm.sigma, 'x0_max': torch.tensor(ldm.x0_max, device='cpu')})
         every = max(1, len(hist['loss']) // 1000)          # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', {'loss': hist['loss'][::every], 'loss_every': every, 'null_frac': hist['null_frac']})
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     art = load_or_build('hyperldm' if lat.space == 'hnet' else 'hvae_hyperldm', key, build)
-    t = art.tensors('hyperldm.safetensors')
-    model = Denoiser(lat.k, lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
+    dev = lat.latents.device
+    t = art.tensors('hyperldm.safetensors', device=dev)
+    with torch.device(dev): model = Denoiser(lat.k, lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T), t['mu'], t['sigma'], clip_range(t, lambda: lat))
+    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), t['mu'], t['sigma'],
+                   clip_range(t, lambda: lat))
     return with_key(ldm, key), art.json('history.json')
 
 def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
@@ -151,7 +161,7 @@ def plot_samples_beside_finetuned(ldm:HyperLDM, lat:Latents, tb, g:float=1., n_t
     "PCA of `n_samples` HyperLDM samples for each of `n_tasks` meta-test tasks (dots) beside their oracle latents (stars)."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 4))
-    idx = torch.linspace(0, len(tb) - 1, n_tasks).round().long()
+    idx = torch.linspace(0, len(tb) - 1, n_tasks, device='cpu').round().long().to(tb.question.device)
     with torch.no_grad(): z = ldm.sample(tb.question[idx].repeat_interleave(n_samples, 0), g, 50, seed)     # [n*S, k]
     ref = lat.oracle_meta_test[idx]
     xy, var = pca_2d(torch.cat([z, ref]).double())

@@ -56,7 +56,7 @@ class Episodes:
         return F.normalize(self.xs, dim=-1).mean(2) * self.class_mask[..., None]
     def __getitem__(self, i):
         "The episodes at positions `i` (a slice or index tensor)."
-        i = torch.arange(len(self))[i]
+        i = torch.arange(len(self), device=self.xs.device)[i]
         pick = lambda v: v[i]
         return Episodes(*(pick(getattr(self, f)) for f in ('xs', 'xq', 'yq', 'target', 'prompts', 'class_mask', 'question',
                           'task', 'answer', 'support_rows', 'query_rows')),
@@ -64,7 +64,8 @@ class Episodes:
 
 class EpisodeSampler:
     """Draws N-way K-shot episodes from one split's tasks: a task's answers are its classes. Eligible answers have
-    ≥ K support and ≥ 1 query pair; N = min(ways, #eligible); tasks with < 2 eligible answers are never drawn."""
+    ≥ K support and ≥ 1 query pair; N = min(ways, #eligible); tasks with < 2 eligible answers are never drawn.
+    Everything lives on the features' device, where the episodes are drawn (a generator must be there)."""
     def __init__(self, feats:Features, split:str, K:int, ways:int=5, queries:int=15):
         if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
         if K < 1: raise ConfigError(f"K={K}: need at least one support pair per class")
@@ -87,7 +88,7 @@ class EpisodeSampler:
     @staticmethod
     def _by_answer(idx, y, A):
         "Rows [B, S] with labels [B, S] → rows grouped by answer [B, A, S] (-1 pad, valid first) and counts [B, A]."
-        hit = (y[:, None, :] == torch.arange(A)[None, :, None])             # [B, A, S]
+        hit = (y[:, None, :] == torch.arange(A, device=y.device)[None, :, None])   # [B, A, S]
         order = (~hit).to(torch.int8).argsort(dim=-1, stable=True)              # valid positions first, in order
         rows = torch.where(hit, idx[:, None, :], -1).gather(-1, order)
         n = hit.sum(-1)
@@ -95,19 +96,19 @@ class EpisodeSampler:
 
     def sample(self, n:int, generator=None, tasks:torch.Tensor|None=None) -> Episodes:
         "n episodes; their tasks are `tasks` [n] (positions in the split) or drawn uniformly among eligible ones."
-        g = as_generator(generator)
-        if tasks is None: tasks = self.tasks[torch.randint(0, len(self.tasks), (n,), generator=g)]
-        tasks = torch.as_tensor(tasks, dtype=torch.long)
+        dev = self.tasks.device; g = as_generator(generator, dev)
+        if tasks is None: tasks = self.tasks[torch.randint(0, len(self.tasks), (n,), generator=g, device=dev)]
+        tasks = torch.as_tensor(tasks, dtype=torch.long, device=dev)
         if not self.eligible[tasks].sum(1).ge(2).all(): raise DataError(f"a requested task has < 2 eligible answers at K={self.K}")
         A = self.eligible.shape[1]; N = min(self.ways, A)
-        keys = torch.rand(n, A, generator=g).masked_fill(~self.eligible[tasks], -1.)
+        keys = torch.rand(n, A, generator=g, device=dev).masked_fill(~self.eligible[tasks], -1.)
         answer = keys.argsort(-1, descending=True)[:, :N]                  # a random order of the eligible answers
-        class_mask = torch.arange(N) < self.eligible[tasks].sum(1, keepdim=True).clamp(max=self.ways)
+        class_mask = torch.arange(N, device=dev) < self.eligible[tasks].sum(1, keepdim=True).clamp(max=self.ways)
         answer = answer.masked_fill(~class_mask, -1)
         a = answer.clamp(min=0)
         def pick(table, count, k):   # k random entries of each class's row list: [n, N, k] rows, [n, N, k] valid
             rows = table[tasks[:, None], a]                                   # [n, N, S']
-            key = torch.rand(rows.shape, generator=g).masked_fill(rows < 0, -1.)
+            key = torch.rand(rows.shape, generator=g, device=dev).masked_fill(rows < 0, -1.)
             k = min(k, rows.shape[-1])
             sel = key.topk(k, dim=-1).indices
             r = rows.gather(-1, sel)
@@ -116,7 +117,7 @@ class EpisodeSampler:
         q_rows, q_ok = pick(self.qry, self.n_qry, self.queries)
         s_rows = s_rows.masked_fill(~s_ok, -1)
         q_rows = q_rows.masked_fill(~q_ok, -1).flatten(1)                    # [n, N, Qc] -> [n, N·Qc]
-        yq = torch.arange(N)[None, :, None].expand(n, N, q_ok.shape[-1]).flatten(1).masked_fill(q_rows < 0, -1)
+        yq = torch.arange(N, device=dev)[None, :, None].expand(n, N, q_ok.shape[-1]).flatten(1).masked_fill(q_rows < 0, -1)
         img = self.feats.image
         gather = lambda r: img[r.clamp(min=0)] * (r >= 0)[..., None]
         prow = self.prompt_rows[tasks[:, None], a]
@@ -128,19 +129,21 @@ class EpisodeSampler:
 
     def test_episodes(self, n:int, generator=None) -> Episodes:
         "n evaluation episodes spread evenly over the eligible tasks (each task ⌊n/#tasks⌋ or one more times)."
-        g = as_generator(generator)
+        dev = self.tasks.device; g = as_generator(generator, dev)
         reps = -(-n // len(self.tasks))
-        tasks = torch.cat([self.tasks[torch.randperm(len(self.tasks), generator=g)] for _ in range(reps)])[:n]
+        tasks = torch.cat([self.tasks[torch.randperm(len(self.tasks), generator=g, device=dev)] for _ in range(reps)])[:n]
         return self.sample(n, g, tasks)
 
-def synthetic_episodes(E:int=4, N:int=3, K:int=2, d:int=8, Q:int=3, seed:int=0) -> Episodes:
-    "Random episodes (the last one with a padded class): a fixture for tests and the memory probe."
-    g = as_generator(seed); r = lambda *s: torch.randn(*s, generator=g)
-    mask = torch.ones(E, N, dtype=torch.bool); mask[-1, -1] = N < 3
-    yq = torch.arange(N).repeat_interleave(Q).expand(E, -1).clone(); yq[-1][yq[-1] == N - 1] = -1 if N >= 3 else N - 1
+def synthetic_episodes(E:int=4, N:int=3, K:int=2, d:int=8, Q:int=3, seed:int=0,
+                       device:str|torch.device='cpu') -> Episodes:
+    "Random episodes (the last one with a padded class), drawn on `device`: a fixture for tests and the memory probe."
+    g = as_generator(seed, device); dev = g.device; r = lambda *s: torch.randn(*s, generator=g, device=dev)
+    mask = torch.ones(E, N, dtype=torch.bool, device=dev); mask[-1, -1] = N < 3
+    yq = torch.arange(N, device=dev).repeat_interleave(Q).expand(E, -1).clone(); yq[-1][yq[-1] == N - 1] = -1 if N >= 3 else N - 1
     return Episodes(r(E, N, K, d) * mask[..., None, None], r(E, N * Q, d), yq, F.normalize(r(E, N, d), dim=-1) * mask[..., None],
-                    r(E, N, d) * mask[..., None], mask, r(E, d), torch.arange(E), torch.arange(N).expand(E, -1).masked_fill(~mask, -1),
-                    torch.zeros(E, N, K, dtype=torch.long), torch.zeros(E, N * Q, dtype=torch.long), [''] * E, [None] * E)
+                    r(E, N, d) * mask[..., None], mask, r(E, d), torch.arange(E, device=dev), torch.arange(N, device=dev).expand(E, -1).masked_fill(~mask, -1),
+                    torch.zeros(E, N, K, dtype=torch.long, device=dev), torch.zeros(E, N * Q, dtype=torch.long, device=dev),
+                    [''] * E, [None] * E)
 
 # %% ../nbs/11_metadiff.ipynb #md000018
 def cosine_logits(w:torch.Tensor, x:torch.Tensor, class_mask:torch.Tensor, scale:float=10.) -> torch.Tensor:
@@ -154,7 +157,7 @@ def episode_accuracy(w:torch.Tensor, ep:Episodes, scale:float=10.) -> torch.Tens
 
 def support_grad(w:torch.Tensor, proto:torch.Tensor, n:torch.Tensor|int) -> torch.Tensor:
     "Closed-form ∇_w of Σ_i ‖w_{y_i} - z_i‖²: g_c = 2 n_c (w_c - p̂_c).  w, proto: [..., d]; n: [...] or int -> [..., d]"
-    n = torch.as_tensor(n, dtype=w.dtype)
+    n = torch.as_tensor(n, dtype=w.dtype, device=w.device)
     return 2 * n[..., None] * (w - proto) if n.ndim else 2 * n * (w - proto)
 
 # %% ../nbs/11_metadiff.ipynb #md000022
@@ -198,23 +201,27 @@ def grad_count(ep:Episodes, cfg:MetaDiffConfig) -> int:
 # %% ../nbs/11_metadiff.ipynb #md000026
 def metadiff_loss(model:MetaDiffDenoiser, sched:NoiseSchedule, ep:Episodes, cfg:MetaDiffConfig,
                   generator:torch.Generator) -> torch.Tensor:
-    "One-step ε-MSE over every real class of a batch of episodes: t ~ U{0..T-1}, x_t = q_sample(x0), g = 2K(w_t - p̂)."
+    """One-step ε-MSE over every real class of a batch of episodes: t ~ U{0..T-1}, x_t = q_sample(x0), g = 2K(w_t - p̂);
+    t and ε drawn on the episodes' device (`generator` must be there)."""
+    g = as_generator(generator, ep.target.device)
     x0, anchor, proto = (v[ep.class_mask] for v in diffusion_space(ep, cfg))   # [M, d] each, M real classes
-    t = torch.randint(0, sched.T, (len(x0),), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, sched.T, (len(x0),), generator=g, device=g.device)
+    noise = torch.randn(x0.shape, generator=g, device=g.device)
     w_t = q_sample(sched, x0, t, noise) + anchor
     return ((model(support_grad(w_t, proto, grad_count(ep, cfg)), t) - noise) ** 2).mean()
 
-def metadiff_schedule(cfg:MetaDiffConfig) -> NoiseSchedule:
-    "MetaDiff's schedule: β linear from `beta_start` to `beta_end` over T steps (float64 buffers)."
-    return NoiseSchedule(linear_betas(cfg.T, cfg.beta_start, cfg.beta_end), 'linear')
+def metadiff_schedule(cfg:MetaDiffConfig, device:str|torch.device='cpu') -> NoiseSchedule:
+    "MetaDiff's schedule: β linear from `beta_start` to `beta_end` over T steps (float64 buffers), computed on the CPU, on `device`."
+    return NoiseSchedule(linear_betas(cfg.T, cfg.beta_start, cfg.beta_end), 'linear').to(device)
 
 def fit_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
-    "Train the denoiser on meta-train episodes with K shots; returns (the EMA denoiser, which samples; schedule; history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed + K)
+    """Train the denoiser on meta-train episodes with K shots, on the features' device; returns (the EMA denoiser, which
+    samples; schedule; history)."""
+    dev = feats.image.device
+    set_seed(cfg.seed); g = as_generator(cfg.seed + K, dev)
     sampler = EpisodeSampler(feats, 'meta_train', K, cfg.ways, cfg.queries)
-    sched = metadiff_schedule(cfg)
-    model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
+    sched = metadiff_schedule(cfg, dev)
+    with torch.device(dev): model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
     ema = copy.deepcopy(model).requires_grad_(False)
     log = train_loop(list(model.parameters()), lambda ep: metadiff_loss(model, sched, ep, cfg, g),
                      Draws(cfg.steps, lambda: sampler.sample(cfg.batch, g)), stage=f'MetaDiff {K}-shot',
@@ -230,21 +237,23 @@ def metadiff_sample(model:MetaDiffDenoiser, sched:NoiseSchedule, ep:Episodes, cf
     """Prototypes w [E, N, d] (diffusion space) by deterministic sampling from w ~ N(0, I) (in x = w - anchor):
     `steps` None or 0 (or cfg.sample_steps 0): all T steps, w ← (w - β_t/sqrt(1-ᾱ_t)·ε̂)/sqrt(α_t), no noise;
     else the strided DDIM η=0 update over `steps` timesteps. `gate_one`: s ≡ 1. `keep` > 0 also returns
-    about `keep` intermediate [E, N, d] states (the trajectory, start and end included)."""
+    about `keep` intermediate [E, N, d] states (the trajectory, start and end included). Runs on the episodes' device
+    (a `generator` must be there; an int seeds one there), reading the schedule to the host once."""
     steps = cfg.sample_steps if steps is None else steps
+    dev = ep.target.device; g = as_generator(generator, dev)
     _, anchor, proto = diffusion_space(ep, cfg)
     m = ep.class_mask
     a, p, n = anchor[m], proto[m], grad_count(ep, cfg)                   # [M, d]: real classes only
-    x = torch.randn(a.shape, generator=as_generator(generator))
+    x = torch.randn(a.shape, generator=g, device=dev)
     ts = list(range(sched.T - 1, -1, -1)) if not steps else ddim_timesteps(sched.T, steps)
-    prev = ts[1:] + [-1]
+    prev, tt, host = ts[1:] + [-1], torch.tensor(ts, device=dev), sched.host()   # every timestep, copied once
     zero = torch.zeros_like(x)
-    out = lambda x: torch.zeros(ep.target.shape).masked_scatter(m[..., None], x + a)
+    out = lambda x: torch.zeros(ep.target.shape, device=dev).masked_scatter(m[..., None], x + a)
     traj, every = [], max(1, len(ts) // keep) if keep else 0
     for i, t in enumerate(ts):
         if keep and i % every == 0: traj.append(out(x))
-        eps = model(support_grad(x + a, p, n), torch.tensor([t]), gate_one)
-        x = ddpm_step(sched, x, t, eps, zero) if not steps else ddim_step(sched, x, t, prev[i], eps, zero, 0.)
+        eps = model(support_grad(x + a, p, n), tt[i:i + 1], gate_one)
+        x = ddpm_step(sched, x, t, eps, zero, host) if not steps else ddim_step(sched, x, t, prev[i], eps, zero, 0., host)
     w = out(x)
     return (w, traj + [w]) if keep else w
 
@@ -252,7 +261,7 @@ def metadiff_sample(model:MetaDiffDenoiser, sched:NoiseSchedule, ep:Episodes, cf
 def episode_tasks(ep:Episodes) -> TaskBatch:
     "The episodes as a `TaskBatch` for the CLIP-Adapter: N·K support pairs, labels 0..N-1, prompts = the N classes' prompts."
     E, N, K, d = ep.xs.shape
-    ys = torch.arange(N).repeat_interleave(K).expand(E, -1)                 # [E, N·K]
+    ys = torch.arange(N, device=ep.xs.device).repeat_interleave(K).expand(E, -1)   # [E, N·K]
     ys = ys.masked_fill(~ep.class_mask.repeat_interleave(K, 1), -1)
     return TaskBatch(ep.xs.reshape(E, N * K, d), ys, ep.xq, ep.yq, ep.prompts, ep.class_mask, ep.question,
                      ep.questions, ep.families)
@@ -278,7 +287,7 @@ def prototype_accuracies(ep:Episodes, scale:float=10.) -> dict:
 # %% ../nbs/11_metadiff.ipynb #md000040
 def cached_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
     """(EMA denoiser, schedule, history) for K shots, trained by `fit_metadiff` or loaded (safetensors + JSON). Its
-    key is the features' key (`feats.bundle`) plus `cfg` and K."""
+    key is the features' key (`feats.bundle`) plus `cfg` and K; loaded onto the features' device."""
     def build(bundle, out):
         model, _, hist = fit_metadiff(feats, cfg, K)
         save_tensors(out/'denoiser.safetensors', model.state_dict())
@@ -287,10 +296,11 @@ def cached_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiff
     bundle = built_key(feats, 'the features').extend(metadiff=cfg)
     bundle.parts['K'] = K
     art = load_or_build('metadiff', bundle, build)
-    model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
-    try: model.load_state_dict(art.tensors('denoiser.safetensors'))
+    dev = feats.image.device
+    with torch.device(dev): model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
+    try: model.load_state_dict(art.tensors('denoiser.safetensors', device=dev))
     except RuntimeError as e: raise DataError(f"{art.path}: does not fit MetaDiffDenoiser for {cfg}; delete it to rebuild") from e
-    return model.eval().requires_grad_(False), metadiff_schedule(cfg), art.json('history.json')
+    return model.eval().requires_grad_(False), metadiff_schedule(cfg, dev), art.json('history.json')
 
 # %% ../nbs/11_metadiff.ipynb #md000041
 METHODS = ('metadiff', 'metadiff_gate1', 'support_mean', 'zero_shot_prototypes', 'finetune_adapter', 'mnet_maml', 'hnet_maml')
@@ -312,7 +322,7 @@ def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|
     timings = {} if timings is None else timings
     res = {m: {} for m in methods}
     starts = {}
-    if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=seed)[0], None)
+    if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=as_generator(seed, feats.image.device))[0], None)
     if 'mnet_maml' in methods:
         with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'])[0], None)
     if 'hnet_maml' in methods:
@@ -364,10 +374,10 @@ def memory_probe(kind:str, n:int, n_tasks:int, d:int, h:int, n_support:int, n_qu
         from hyperclip_nb.baselines import synthetic_tasks
         theta = random_adapter(1, d, h, generator=0)[0]
         small = synthetic_tasks(3, 3, 2, d, n_answers, torch.float32)            # warm-up: load kernels and torch.func
-        maml_meta_grad(theta, small, torch.ones(3, dtype=torch.long), 1, 0.1, second_order=True)
+        maml_meta_grad(theta, small, torch.ones(3, dtype=torch.long, device='cpu'), 1, 0.1, second_order=True)
         tb = synthetic_tasks(n_tasks, n_support, n_query, d, n_answers, torch.float32)
         base = _peak_rss_mb(reset=True)
-        g, _ = maml_meta_grad(theta, tb, torch.full((n_tasks,), n), n, 0.1, second_order=True)
+        g, _ = maml_meta_grad(theta, tb, torch.full((n_tasks,), n, device='cpu'), n, 0.1, second_order=True)
     elif kind == 'metadiff':
         cfg = MetaDiffConfig.paper().replace(T=max(n, 2), batch=n_tasks)
         K = max(1, n_support // n_answers)
