@@ -338,4 +338,7 @@ def main(argv:list[str]|None=None) -> int:
 
 # %% ../nbs/12d_gpu_check.ipynb #05405575
 #| eval: false
+#| eval: false
+#| eval: false
+#| eval: false
 if __name__ == '__main__': sys.exit(main())

@@ -11,8 +11,7 @@ from .core import *
 from .configs import *
 from .clip_features import Features, built_key, with_key
 from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
-from .hypernet import Latents, precompute_config
-from .baselines import validation_split
+from .hypernet import Latents
 from .hypernet import pca_2d
 import numpy as np
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
@@ -40,6 +39,7 @@ class HyperLDM:
     mu: torch.Tensor         # [k] latent mean
     sigma: torch.Tensor      # [k] latent std
     x0_max: float|None = None   # largest |standardized latent| in training: the samplers clip x̂0 to ± this (None: no clip)
+    val_idx: torch.Tensor|None = None   # [N_val] the validation tasks of the latents it was trained on (`Latents.val_idx`)
     def sample(self, question:torch.Tensor, guidance_scale:float|torch.Tensor=1., steps:int|None=50,
                generator:int|torch.Generator=0, eta:float=0.) -> torch.Tensor:
         """One HNet latent [B, k] per question [B, d], on the question's device (the model's: `to`; a `generator` must be
@@ -50,7 +50,8 @@ class HyperLDM:
     def to(self, device:str|torch.device) -> 'HyperLDM':
         "The model, schedule, mu and sigma on `device` (the denoiser and schedule in place); the cache key carries over."
         out = dataclasses.replace(self, model=self.model.to(device), sched=self.sched.to(device),
-                                  mu=self.mu.to(device), sigma=self.sigma.to(device))
+                                  mu=self.mu.to(device), sigma=self.sigma.to(device),
+                                  val_idx=None if self.val_idx is None else self.val_idx.to(device))
         if getattr(self, 'bundle', None) is not None: out.bundle = self.bundle
         return out
     def sample_sweep(self, question:torch.Tensor, gammas=GAMMAS, steps:int|None=50,
@@ -92,14 +93,13 @@ def cached_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
     with torch.device(dev): model = Denoiser(lat.k, lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
     ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), t['mu'], t['sigma'],
-                   clip_range(t, lambda: lat))
+                   clip_range(t, lambda: lat), lat.val_idx)
     return with_key(ldm, key), art.json('history.json')
 
-def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS,
+def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_idx:torch.Tensor, gammas=GAMMAS,
                     steps:int|None=50, seed:int=0, eta:float=0.) -> tuple[float, dict]:
     """(γ*, {γ: accuracy}): the guidance scale whose samples (DDIM noise η) score best (mean query accuracy, ties to the
-    smaller γ) on the validation tasks, the meta-train tasks that `precompute_latents` left out at `val_frac`."""
-    _, val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)
+    smaller γ) on the validation tasks `val_idx`, the meta-train tasks that `precompute_latents` left out (`ldm.val_idx`)."""
     if len(val_idx) == 0: raise ConfigError("choosing γ needs validation tasks: set PrecomputeConfig.val_frac > 0, or pass g")
     tb = feats.tasks('meta_train', val_idx)
     with torch.no_grad():
@@ -107,12 +107,12 @@ def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:fl
                for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed, eta).items()}
     return max(acc, key=acc.get), acc
 
-def choose_sampler(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_frac:float, gammas=GAMMAS, etas=ETAS,
+def choose_sampler(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_idx:torch.Tensor, gammas=GAMMAS, etas=ETAS,
                    steps:int|None=50, seed:int=0) -> tuple[float, float, dict]:
     """(γ*, η*, {η: {γ: accuracy}}): `choose_guidance` at every DDIM noise η, and the best pair on the validation tasks
     (ties to the smaller η, then the smaller γ). Ancestral sampling (`steps=None`) has no η: only η = 0 is tried."""
     etas = (0.,) if steps is None else tuple(sorted(float(e) for e in etas))
-    val = {e: choose_guidance(ldm, G, feats, val_frac, gammas, steps, seed, e)[1] for e in etas}
+    val = {e: choose_guidance(ldm, G, feats, val_idx, gammas, steps, seed, e)[1] for e in etas}
     best = max(((e, g) for e in etas for g in sorted(val[e])), key=lambda p: val[p[0]][p[1]])   # max keeps the first
     return best[1], best[0], val
 
@@ -120,12 +120,14 @@ def hyperldm_zero_shot(ldm:HyperLDM, G:torch.nn.Module, feats:Features, g:float|
                        seed:int=0, log:dict|None=None, eta:float|None=0.) -> torch.Tensor:
     """z [B, k]: one sampled latent per meta-test task at guidance scale g and DDIM noise η, to decode with the space's
     generator `G`. `g=None` chooses γ among `GAMMAS`, `eta=None` chooses η among `ETAS`, on the validation tasks
-    (`choose_sampler`; those the cached model's latents left out, read from its key); `log` receives 'gamma', 'eta'
+    (`choose_sampler`; those the model's training latents left out, `ldm.val_idx`); `log` receives 'gamma', 'eta'
     and, when chosen, 'val_acc' ({γ: accuracy} at η*) and 'val_acc_by_eta' ({η: {γ: accuracy}})."""
     val = None
     if g is None or eta is None:
-        val_frac = precompute_config(ldm, 'the HyperLDM').val_frac
-        g, eta, val = choose_sampler(ldm, G, feats, val_frac, GAMMAS if g is None else (g,),
+        if ldm.val_idx is None:
+            raise ConfigError("the HyperLDM knows no validation tasks to choose γ and η on: build it with "
+                              "cached_hyperldm(latents, cfg) (or run.hyperldm()), or pass g and eta")
+        g, eta, val = choose_sampler(ldm, G, feats, ldm.val_idx, GAMMAS if g is None else (g,),
                                      ETAS if eta is None else (eta,), steps, seed + 1000)
     if log is not None:
         log.update({'gamma': float(g), 'eta': float(eta)} | ({'val_acc': val[eta], 'val_acc_by_eta': val} if val else {}))
