@@ -23,14 +23,16 @@ __all__ = ['meta_batches', 'validation_split', 'meta_train', 'fit_uncond_multita
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
-    "One epoch of task indices: a seeded permutation cut into batches (the last one may be smaller)."
-    perm = torch.randperm(n_tasks, generator=generator)
+    "One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may be smaller)."
+    perm = torch.randperm(n_tasks, generator=generator, device=generator.device)
     return list(perm.split(batch_size))
 
 # %% ../nbs/05_baselines.ipynb #44badc67
-def validation_split(n_tasks:int, frac:float, seed:int=2021) -> tuple[torch.Tensor, torch.Tensor]:
-    "A fixed, seeded split of the meta-train task indices into (training, validation); the same for every method and seed."
-    perm = torch.randperm(n_tasks, generator=as_generator(seed))
+def validation_split(n_tasks:int, frac:float, seed:int=2021, device:str|torch.device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded split of the meta-train task indices into (training, validation), drawn on `device`; the same for
+    every method and seed on a device."""
+    g = as_generator(seed, device)
+    perm = torch.randperm(n_tasks, generator=g, device=g.device)
     n_val = int(round(frac * n_tasks))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -41,9 +43,10 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
     them, backpropagates their mean (with `backward=False`, MAML's, the meta-gradient is already in `.grad`), clips
     the gradient at `cfg.max_norm`, then takes the Adam step; the history holds each epoch's mean loss.
     With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
-    meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept."""
+    meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept.
+    Task indices live on the features' device, as does `g`."""
     n_tasks = len(feats.splits['meta_train'].questions)
-    train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0)
+    train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0, device=feats.device)
     val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
     log = train_loop(params, lambda idx: batch_step(feats.tasks('meta_train', train_idx[idx]), g),
                      lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g), cfg.epochs,
@@ -53,8 +56,8 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
     return {**log.history, 'clip_fraction': log.clip_fraction}
 
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
-    "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (θ, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
+    "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (θ, history)."
+    set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
     train = feats.tasks('meta_train')
     theta = random_adapter(1, feats.d, cfg.hidden, generator=g)[0].requires_grad_(True)
     def log(epoch, hist):
@@ -91,9 +94,9 @@ def inner_loop(W0:torch.Tensor, xs, ys, prompts, answer_mask, n_steps:torch.Tens
     return W
 
 def draw_steps(steps:tuple, n:int, generator:torch.Generator) -> torch.Tensor:
-    "Inner-step counts for n adaptations, uniform on the inclusive range `steps` = (a, b): [n] long."
+    "Inner-step counts for n adaptations, uniform on the inclusive range `steps` = (a, b): [n] long, on the generator's device."
     a, b = steps
-    return torch.randint(a, b + 1, (n,), generator=generator)
+    return torch.randint(a, b + 1, (n,), generator=generator, device=generator.device)
 
 # %% ../nbs/05_baselines.ipynb #595c7b4a
 _TASK_DIMS = (0, 0, 0, 0)   # vmap over the task axis of (x, y, prompts, answer_mask)
@@ -138,20 +141,20 @@ def maml_meta_grad_loop(theta:torch.Tensor, tb:TaskBatch, n_steps:torch.Tensor, 
     return torch.stack(grads).mean(0), torch.stack(losses)
 
 # %% ../nbs/05_baselines.ipynb #9b4bb2b5
-def synthetic_tasks(B=5, S=7, Q=6, d=8, A=3, dtype=torch.float64, seed=0) -> TaskBatch:
-    "A small random task batch with the awkward cases (padded examples, a task with fewer answers): a test fixture."
-    g = as_generator(seed)
-    ys, yq = torch.randint(0, A, (B, S), generator=g), torch.randint(0, A, (B, Q), generator=g)
+def synthetic_tasks(B=5, S=7, Q=6, d=8, A=3, dtype=torch.float64, seed=0, device='cpu') -> TaskBatch:
+    "A small random task batch with the awkward cases (padded examples, a task with fewer answers) on `device`: a test fixture."
+    g = as_generator(seed, device); dev = g.device
+    ys, yq = torch.randint(0, A, (B, S), generator=g, device=dev), torch.randint(0, A, (B, Q), generator=g, device=dev)
     ys[0, -2:] = -1; yq[1, -1] = -1                                    # padded examples
-    mask = torch.ones(B, A, dtype=torch.bool); mask[2, -1] = False     # a task with fewer answers
+    mask = torch.ones(B, A, dtype=torch.bool, device=dev); mask[2, -1] = False     # a task with fewer answers
     ys[2][ys[2] == A - 1] = 0; yq[2][yq[2] == A - 1] = 0
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype, device=dev)
     return TaskBatch(r(B, S, d), ys, r(B, Q, d), yq, r(B, A, d), mask, r(B, d), list('abcde')[:B], [None] * B)
 
 # %% ../nbs/05_baselines.ipynb #a8b2b3d6
 def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
-    "Meta-learn the adapter initialization θ [D] with MAML over the meta-train tasks; returns (θ, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
+    "Meta-learn the adapter initialization θ [D] with MAML over the meta-train tasks on the features' device; returns (θ, history)."
+    set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
     theta = random_adapter(1, feats.d, cfg.hidden, generator=g)[0].requires_grad_(True)
     def batch_step(tb, g):
         theta.grad, losses = maml_meta_grad(theta, tb, draw_steps(cfg.inner_steps, len(tb), g), cfg.inner_steps[1],
@@ -163,21 +166,23 @@ def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
 
 # %% ../nbs/05_baselines.ipynb #d004b164
 def bench_maml_vmap(n_tasks:int=32, d:int=64, h:int=64, n_support:int=60, n_query:int=20, n_answers:int=6,
-                    steps:int=10, repeats:int=3, seed:int=0) -> dict:
-    "Seconds of one first-order MAML meta-step on `n_tasks` tasks shaped like the default world: vmap vs a loop."
+                    steps:int=10, repeats:int=3, seed:int=0, device:str|torch.device='cpu') -> dict:
+    "Seconds of one first-order MAML meta-step on `n_tasks` tasks shaped like the default world, on `device`: vmap vs a loop."
+    dev = torch.device(device)
     def tasks(dtype):
-        g = as_generator(seed); r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
-        return TaskBatch(r(n_tasks, n_support, d), torch.randint(0, n_answers, (n_tasks, n_support), generator=g),
-                         r(n_tasks, n_query, d), torch.randint(0, n_answers, (n_tasks, n_query), generator=g),
-                         r(n_tasks, n_answers, d), torch.ones(n_tasks, n_answers, dtype=torch.bool), r(n_tasks, d),
+        g = as_generator(seed, dev); r = lambda *s: torch.randn(*s, generator=g, dtype=dtype, device=dev)
+        return TaskBatch(r(n_tasks, n_support, d), torch.randint(0, n_answers, (n_tasks, n_support), generator=g, device=dev),
+                         r(n_tasks, n_query, d), torch.randint(0, n_answers, (n_tasks, n_query), generator=g, device=dev),
+                         r(n_tasks, n_answers, d), torch.ones(n_tasks, n_answers, dtype=torch.bool, device=dev), r(n_tasks, d),
                          [''] * n_tasks, [None] * n_tasks)
-    n = torch.full((n_tasks,), steps)
+    n = torch.full((n_tasks,), steps, device=dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == 'cuda' else (lambda: None)
     def best(f):
-        f(); ts = []                                  # one warm-up call
+        f(); sync(); ts = []                          # one warm-up call
         for _ in range(repeats):
-            t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); f(); sync(); ts.append(time.perf_counter() - t0)
         return min(ts)
-    tb = tasks(torch.float32); theta = random_adapter(1, d, h, generator=seed)[0]
+    tb = tasks(torch.float32); theta = random_adapter(1, d, h, generator=seed, device=dev)[0]
     t_vmap = best(lambda: maml_meta_grad(theta, tb, n, steps, 0.1))
     t_loop = best(lambda: maml_meta_grad_loop(theta, tb, n, steps, 0.1))
     tb64, th64 = tasks(torch.float64), theta.double()   # agreement, in float64 so that rounding does not hide a bug
@@ -199,9 +204,9 @@ def weight_generator(n_in:int, n_out:int, width:int=128, depth:int=3) -> torch.n
     return torch.nn.Sequential(*layers, out)
 
 def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
-    "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (H, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
-    H = weight_generator(feats.d, adapter_size(feats.d, cfg.hidden), cfg.width)
+    "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (H, history)."
+    set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
+    with torch.device(feats.device): H = weight_generator(feats.d, adapter_size(feats.d, cfg.hidden), cfg.width)
     hist = meta_train(list(H.parameters()), lambda tb, g: support_loss(H(tb.question), tb), feats, cfg, g,
                       'cond_multitask', val_score=lambda tb: query_accuracy(H(tb.question), tb).mean())
     return H.eval(), hist
@@ -225,11 +230,13 @@ def film_weights(theta:torch.Tensor,  # [D] the shared adapter
     return flatten(s[:, :, None] * W1, W2.expand(B, -1, -1), s * b1 + beta, b2.expand(B, -1))
 
 class FilmModel(torch.nn.Module):
-    "θ (a shared adapter, N(0, 1) init) and the FiLM net F_ψ: d → width (ReLU) → 2h, last layer zero."
+    """θ (a shared adapter, N(0, 1) init) and the FiLM net F_ψ: d → width (ReLU) → 2h, last layer zero. Build it inside
+    `with torch.device(dev)`: θ is drawn on `generator`'s device (a seed or None: on the current default device)."""
     def __init__(self, d:int, hidden:int, width:int=128, generator=None):
         super().__init__()
         self.d = d
-        self.theta = torch.nn.Parameter(random_adapter(1, d, hidden, generator=generator)[0])
+        dev = None if isinstance(generator, torch.Generator) else torch.get_default_device()
+        self.theta = torch.nn.Parameter(random_adapter(1, d, hidden, generator=generator, device=dev)[0])
         self.film = torch.nn.Sequential(torch.nn.Linear(d, width), torch.nn.ReLU(), torch.nn.Linear(width, 2 * hidden))
         torch.nn.init.zeros_(self.film[-1].weight); torch.nn.init.zeros_(self.film[-1].bias)
     def decode(self, f:torch.Tensor) -> torch.Tensor: return film_weights(self.theta, f, self.d)
@@ -238,9 +245,9 @@ class FilmModel(torch.nn.Module):
         return self.decode(self.film(q))
 
 def fit_cond_multitask_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, dict]:
-    "Train θ and the FiLM net together on the meta-train tasks' support sets (early-stopped on the validation tasks); returns (model, history)."
-    set_seed(cfg.seed); g = as_generator(cfg.seed)
-    model = FilmModel(feats.d, cfg.hidden, cfg.width, generator=g)
+    "Train θ and the FiLM net together on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (model, history)."
+    set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
+    with torch.device(feats.device): model = FilmModel(feats.d, cfg.hidden, cfg.width, generator=g)
     hist = meta_train(list(model.parameters()), lambda tb, g: support_loss(model(tb.question), tb), feats, cfg,
                       g, 'cond_multitask_film', val_score=lambda tb: query_accuracy(model(tb.question), tb).mean())
     return model.eval(), hist

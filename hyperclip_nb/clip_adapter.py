@@ -83,13 +83,15 @@ def support_loss(W, tb:TaskBatch): return task_ce(W, tb.xs, tb.ys, tb.prompts, t
 def query_accuracy(W, tb:TaskBatch): return task_accuracy(W, tb.xq, tb.yq, tb.prompts, tb.answer_mask)
 
 # %% ../nbs/04_clip_adapter.ipynb #8310a80a
-def random_adapter(n:int, d:int, h:int, generator=None) -> torch.Tensor:
-    "n adapters with every entry i.i.d. N(0, 1): [n, D]."
-    return torch.randn(n, adapter_size(d, h), generator=as_generator(generator))
+def random_adapter(n:int, d:int, h:int, generator=None, device:str|torch.device|None=None) -> torch.Tensor:
+    """n adapters with every entry i.i.d. N(0, 1): [n, D], drawn on the generator's device (a seed or None: on
+    `device`, the CPU when None; a generator on another device than `device` is refused)."""
+    g = as_generator(generator, device)
+    return torch.randn(n, adapter_size(d, h), generator=g, device=g.device)
 
-def identity_adapter(n:int, d:int, h:int, generator=None) -> torch.Tensor:
-    "n adapters with random W1, b1 and W2 = b2 = 0 (the model is then zero-shot CLIP): [n, D]."
-    W1, W2, b1, b2 = unflatten(random_adapter(n, d, h, generator), d)
+def identity_adapter(n:int, d:int, h:int, generator=None, device:str|torch.device|None=None) -> torch.Tensor:
+    "n adapters with random W1, b1 and W2 = b2 = 0 (the model is then zero-shot CLIP): [n, D], on the device of `random_adapter`."
+    W1, W2, b1, b2 = unflatten(random_adapter(n, d, h, generator, device), d)
     return flatten(W1, torch.zeros_like(W2), b1, torch.zeros_like(b2))
 
 # %% ../nbs/04_clip_adapter.ipynb #fb377954
@@ -109,13 +111,13 @@ def finetune(W0:torch.Tensor, tb:TaskBatch, steps:int, lr:float, optimizer:str='
     decode = decode or (lambda p: p)
     p = (W0.expand(len(tb), -1) if W0.ndim == 1 else W0).detach().clone().requires_grad_(True)
     opt = torch.optim.SGD([p], lr=lr) if optimizer == 'sgd' else torch.optim.Adam([p], lr=lr)
-    clipped = 0
+    clipped = torch.zeros((), dtype=torch.long, device=p.device)   # counted on the device: no host sync per step
     for _ in range(steps):
         with torch.enable_grad():
             g, = torch.autograd.grad(support_loss(decode(p), tb).sum(), p)
-        clipped += int(clip_rows_(g, max_norm).sum())
+        clipped += clip_rows_(g, max_norm).sum()
         p.grad = g; opt.step()
-    if stats is not None: stats['clip_fraction'] = clipped / max(1, steps * len(tb))
+    if stats is not None: stats['clip_fraction'] = int(clipped) / max(1, steps * len(tb))
     return p.detach()
 
 FEW_SHOT_STEPS, FEW_SHOT_LR = 10, 0.1   # method §8: SGD 0.1 x 10 on the whole support set
@@ -129,11 +131,11 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
 def zero_shot_clip(tb:TaskBatch) -> torch.Tensor:
     "Query accuracy [B] of zero-shot CLIP (the identity adapter)."
     d = tb.d
-    return query_accuracy(identity_adapter(len(tb), d, 1, generator=0), tb)
+    return query_accuracy(identity_adapter(len(tb), d, 1, generator=0, device=tb.xs.device), tb)
 
 def oracle_finetune(tb:TaskBatch, cfg:AdapterConfig, seed:int=0, stats:dict|None=None) -> torch.Tensor:
     "Query accuracy [B] after fine-tuning an identity adapter on each task's support set."
-    W0 = identity_adapter(len(tb), tb.d, cfg.hidden, generator=seed)
+    W0 = identity_adapter(len(tb), tb.d, cfg.hidden, generator=seed, device=tb.xs.device)
     W = finetune(W0, tb, cfg.oracle_steps, cfg.oracle_lr, cfg.oracle_optimizer, stats=stats)
     return query_accuracy(W, tb)
 
@@ -150,13 +152,14 @@ def n_shot_filter(tb:TaskBatch, n_max:int=5) -> tuple[torch.Tensor, torch.Tensor
     return kept, torch.nonzero(kept.sum(1) >= 2).flatten()
 
 def n_shot_batch(tb:TaskBatch, n:int, kept:torch.Tensor, tasks:torch.Tensor, generator) -> TaskBatch:
-    "The tasks `tasks` of `tb` with n random support pairs per kept answer and the query set restricted to kept answers."
-    g = as_generator(generator)
+    """The tasks `tasks` of `tb` with n random support pairs per kept answer and the query set restricted to kept answers;
+    `generator` (or a seed) draws on `tb`'s device."""
+    g = as_generator(generator, tb.ys.device)
     ys = torch.full_like(tb.ys, -1)
     for b in tasks.tolist():
         for a in torch.nonzero(kept[b]).flatten().tolist():
             pos = torch.nonzero(tb.ys[b] == a).flatten()
-            pick = pos[torch.randperm(len(pos), generator=g)[:n]]
+            pick = pos[torch.randperm(len(pos), generator=g, device=g.device)[:n]]
             ys[b, pick] = a
     yq = torch.where(kept.gather(1, tb.yq.clamp(min=0)) & (tb.yq >= 0), tb.yq, -1)
     t = tasks
@@ -170,7 +173,7 @@ def n_shot_curve(p0:torch.Tensor, tb:TaskBatch, decode=None, n_max:int=5, redraw
     kept, tasks = n_shot_filter(tb, n_max)
     if len(tasks) == 0: return {'n': [], 'mean': [], 'std': [], 'n_tasks': 0}
     p = p0[tasks] if p0.ndim == 2 else p0
-    g = as_generator(seed)
+    g = as_generator(seed, tb.ys.device)
     rows = []
     for n in range(n_max + 1):
         accs = []

@@ -6,7 +6,7 @@
 from __future__ import annotations
 # Over 300 lines for a reason: every source of features in one format: the tiny CLIP's two recipes (v1 statements, v2 captions)
 # with their training stages, the pretrained open_clip loader, and the extraction into `Features`.
-import json, math, random, time, itertools
+import json, math, random, time, itertools, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -39,22 +39,23 @@ def to_uint8(img:Image.Image, size:int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 def normalize_images(x:torch.Tensor) -> torch.Tensor:
-    "uint8 images [B, 3, R, R] → float, scaled to [0, 1] and normalized with CLIP's mean and std."
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1); std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    "uint8 images [B, 3, R, R] → float, scaled to [0, 1] and normalized with CLIP's mean and std (on `x`'s device)."
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1); std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
     return (x.float() / 255 - mean) / std
 
 # %% ../nbs/03_clip_features.ipynb #c236a10c
-def build_tiny_clip(cfg:ClipConfig, vocab_size:int):
-    "An untrained open_clip `CLIP` with the tiny sizes of `cfg` and a text vocabulary of `vocab_size` tokens."
+def build_tiny_clip(cfg:ClipConfig, vocab_size:int, device:str|torch.device='cpu'):
+    "An untrained open_clip `CLIP` with the tiny sizes of `cfg` and a text vocabulary of `vocab_size` tokens, built on `device`."
     from open_clip.model import CLIP, CLIPVisionCfg, CLIPTextCfg
     vision = CLIPVisionCfg(layers=cfg.vision_layers, width=cfg.vision_width, head_width=cfg.vision_width // cfg.heads,
                            patch_size=cfg.patch_size, image_size=cfg.image_size, mlp_ratio=2.0)
     text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=vocab_size, width=cfg.text_width,
                        heads=cfg.heads, layers=cfg.text_layers, mlp_ratio=2.0)
-    return CLIP(embed_dim=cfg.embed_dim, vision_cfg=vision, text_cfg=text)
+    with torch.device(device): return CLIP(embed_dim=cfg.embed_dim, vision_cfg=vision, text_cfg=text)
 
 class ClosedVocabTokenizer:
-    "open_clip's byte-pair tokenizer re-indexed onto a closed vocabulary: known BPE ids become 1..n, every other id one UNK."
+    """open_clip's byte-pair tokenizer re-indexed onto a closed vocabulary: known BPE ids become 1..n, every other id one UNK.
+    Tokenizing is CPU work: token ids are CPU tensors, moved to the model's device by the caller."""
     def __init__(self, bpe_ids:list[int],   # the BPE ids of the vocabulary, in order
                  context_length:int):
         import open_clip
@@ -62,9 +63,9 @@ class ClosedVocabTokenizer:
         self.bpe_ids, self.context_length = [int(i) for i in bpe_ids], context_length
         n = len(self.bpe_ids)
         self.unk, self.sot, self.eot = n + 1, n + 2, n + 3   # EOT must be the largest id: open_clip pools at argmax
-        self.lut = torch.full((self.bpe.vocab_size,), self.unk, dtype=torch.long)
+        self.lut = torch.full((self.bpe.vocab_size,), self.unk, dtype=torch.long, device='cpu')
         self.lut[0] = 0
-        self.lut[torch.tensor(self.bpe_ids, dtype=torch.long)] = torch.arange(1, n + 1)
+        self.lut[torch.tensor(self.bpe_ids, dtype=torch.long, device='cpu')] = torch.arange(1, n + 1, device='cpu')
         self.lut[self.bpe.sot_token_id], self.lut[self.bpe.eot_token_id] = self.sot, self.eot
         self._memo = {}   # text -> token ids: statements recur throughout training
 
@@ -73,7 +74,8 @@ class ClosedVocabTokenizer:
         "The vocabulary of every BPE token in `texts`."
         import open_clip
         bpe = open_clip.get_tokenizer('ViT-B-32')
-        ids = set(bpe(list(texts), context_length=512).flatten().tolist()) - {0, bpe.sot_token_id, bpe.eot_token_id}
+        with torch.device('cpu'):   # open_clip's tokenizer makes tensors without a device
+            ids = set(bpe(list(texts), context_length=512).flatten().tolist()) - {0, bpe.sot_token_id, bpe.eot_token_id}
         return cls(sorted(ids), context_length)
 
     @property
@@ -82,8 +84,9 @@ class ClosedVocabTokenizer:
         "Token ids [len(texts), context_length]; each distinct text is encoded once (statements recur in training)."
         if len(self._memo) > 200_000: self._memo.clear()
         if new := list(dict.fromkeys(t for t in texts if t not in self._memo)):
-            self._memo.update(zip(new, self.lut[self.bpe(new, context_length=self.context_length)]))
-        return torch.stack([self._memo[t] for t in texts]) if texts else torch.zeros(0, self.context_length, dtype=torch.long)
+            with torch.device('cpu'): bpe = self.bpe(new, context_length=self.context_length)
+            self._memo.update(zip(new, self.lut[bpe]))
+        return torch.stack([self._memo[t] for t in texts]) if texts else torch.zeros(0, self.context_length, dtype=torch.long, device='cpu')
     def unknown_words(self, text:str) -> list[str]:
         "Words of `text` that contain a token outside the vocabulary (they all read as one UNK token)."
         return [w for w in text.split() if (self([w])[0] == self.unk).any()]
@@ -111,10 +114,10 @@ def pretraining_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torc
     return imgs, scenes
 
 def scene_slots(scenes:list) -> torch.Tensor:
-    "Slots [N, 4, 3] long: per quadrant (in `POSITIONS` order) the shape, colour and size index of its object, -1 if empty."
-    out = torch.full((len(scenes), len(ms.POSITIONS), len(SLOT_ATTRS)), -1, dtype=torch.long)
+    "Slots [N, 4, 3] long (a CPU tensor, like the rendered images): per quadrant (in `POSITIONS` order) the shape, colour and size index of its object, -1 if empty."
+    out = torch.full((len(scenes), len(ms.POSITIONS), len(SLOT_ATTRS)), -1, dtype=torch.long, device='cpu')
     for n, s in enumerate(scenes):
-        for o in s: out[n, ms.POSITIONS.index(o.pos)] = torch.tensor([ms.ATTRIBUTES[a].index(o.get(a)) for a in SLOT_ATTRS])
+        for o in s: out[n, ms.POSITIONS.index(o.pos)] = torch.tensor([ms.ATTRIBUTES[a].index(o.get(a)) for a in SLOT_ATTRS], device='cpu')
     return out
 
 def n_conjunctions() -> int: return len(ms.SHAPES) * len(ms.COLOURS) * len(ms.SIZES) + 1
@@ -137,7 +140,7 @@ def statement_truth(slots:torch.Tensor,   # [N, 4, 3] from `scene_slots`
     "bool [N]: is 'the answer to `fam`'s question about `ref` is `answer`' true of each scene? (`ms.answer`, vectorised)"
     hit = slots[..., 0] >= 0                                   # [N, 4] quadrants whose object matches the referent
     for k, v in ref.items():
-        if k == 'pos': hit = hit & (torch.arange(len(ms.POSITIONS)) == ms.POSITIONS.index(v))
+        if k == 'pos': hit = hit & (torch.arange(len(ms.POSITIONS), device=slots.device) == ms.POSITIONS.index(v))
         else: hit = hit & (slots[..., SLOT_ATTRS.index(k)] == ms.ATTRIBUTES[k].index(v))
     n = hit.sum(1)
     if fam.asks == 'count': return n == int(answer)
@@ -168,7 +171,7 @@ def clip_loss(img_f:torch.Tensor,   # [N, d] normalized image features
              ) -> torch.Tensor:
     "Symmetric InfoNCE with soft targets spread over each row's and each column's positives."
     logits = scale * img_f @ txt_f.T
-    if pos is None: pos = torch.eye(len(img_f), len(txt_f))
+    if pos is None: pos = torch.eye(len(img_f), len(txt_f), device=logits.device)
     pos = pos.float()
     if (pos.sum(1) == 0).any(): raise ValueError("clip_loss: an image has no positive text")
     i2t = -(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
@@ -186,8 +189,9 @@ CLIP_MAX_NORM = 10.0   # the tiny CLIP's gradient clip: the method page (nbs/met
 def _tower_loop(params:list, loss_fn, steps:int, cfg:ClipConfig, g:torch.Generator, n_train:int, stage:str,
                 desc:str) -> TrainLog:
     """One tiny-CLIP stage through `train_loop`: `steps` AdamW steps with warm-up and cosine decay, clipped at
-    CLIP_MAX_NORM, each on a random batch of `cfg.batch_size` pool indices < n_train; `loss_fn(idx)` is its loss."""
-    return train_loop(params, loss_fn, Draws(steps, lambda: torch.randint(0, n_train, (cfg.batch_size,), generator=g)),
+    CLIP_MAX_NORM, each on a random batch of `cfg.batch_size` pool indices < n_train (drawn on `g`'s device);
+    `loss_fn(idx)` is its loss."""
+    return train_loop(params, loss_fn, Draws(steps, lambda: torch.randint(0, n_train, (cfg.batch_size,), generator=g, device=g.device)),
                       stage=f'tiny CLIP {stage}', hint='lower ClipConfig.lr', optimizer='adamw', lr=cfg.lr,
                       weight_decay=cfg.weight_decay, lr_schedule=lambda step: _cosine_lr(step, steps, cfg.lr),
                       max_norm=CLIP_MAX_NORM, desc=desc)
@@ -196,7 +200,7 @@ def pretrain_image_tower(model, imgs:torch.Tensor, labels:torch.Tensor, counts:t
                          g:torch.Generator, n_train:int) -> dict:
     "Stage 1: train `model.visual` on images [N, 3, R, R] to predict each quadrant's conjunction (labels [N, 4]) and the counts [N, C]."
     K = n_conjunctions(); n_slots = labels.shape[1]; n_counts = counts.shape[1]; KC = int(counts.max()) + 1
-    head = torch.nn.Linear(cfg.embed_dim, n_slots * K + n_counts * KC)
+    with torch.device(imgs.device): head = torch.nn.Linear(cfg.embed_dim, n_slots * K + n_counts * KC)
     params = list(model.visual.parameters()) + list(head.parameters())
     embed = lambda x: F.normalize(model.visual(normalize_images(x)), dim=-1) * 10   # the unit sphere, scaled for the head
     def loss_fn(idx):
@@ -220,7 +224,7 @@ def encode_text_cut(model, text:torch.Tensor) -> torch.Tensor:
     t = text[:, :L]
     x = model.token_embedding(t) + model.positional_embedding[:L]
     x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:L, :L]))
-    return F.normalize(x[torch.arange(len(t)), t.argmax(-1)] @ model.text_projection, dim=-1)
+    return F.normalize(x[torch.arange(len(t), device=t.device), t.argmax(-1)] @ model.text_projection, dim=-1)
 
 def encode_text_grouped(model, text:torch.Tensor, short:int=16) -> torch.Tensor:
     "`encode_text_cut` run separately on short texts (statements) and long ones (captions), rows in the input order."
@@ -242,10 +246,10 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
             for fam, ref, a in [st for st in stmts if st]:
                 wrong = (fam, ref, rng.choice([x for x in fam.answers if x != a]))
                 texts.append(say(*wrong, cfg.statement_form)); stmts.append(wrong)
-        B = len(idx); pos = torch.zeros(B, len(texts)); pos[:, :B] = torch.eye(B)   # a caption is true of its own scene
+        B = len(idx); pos = torch.zeros(B, len(texts), device=emb.device); pos[:, :B] = torch.eye(B, device=emb.device)   # a caption is true of its own scene
         for j, st in enumerate(stmts):
             if st: pos[:, j] = statement_truth(slots[idx], *st).float()
-        txt = encode_text_grouped(model, tok(texts))
+        txt = encode_text_grouped(model, tok(texts).to(emb.device))
         return clip_loss(emb[idx], txt, model.logit_scale.exp().clamp(max=100), pos)
     model.transformer.train()
     hist = {'loss': _tower_loop(params, loss_fn, cfg.text_steps, cfg, g, n_train, 'stage 2',
@@ -253,21 +257,23 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
     model.eval()
     return hist
 
-def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig):
-    """Train the tiny CLIP on Meta-Shapes scenes in two stages; returns (model, tokenizer, history). `cfg.recipe`
-    'captions' trains on a Meta-Shapes 2 world's scene prior and captions, 'statements' on a v1 world's statements."""
+def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, device:str|torch.device='cpu'):
+    """Train the tiny CLIP on Meta-Shapes scenes in two stages on `device`; returns (model, tokenizer, history). `cfg.recipe`
+    'captions' trains on a Meta-Shapes 2 world's scene prior and captions, 'statements' on a v1 world's statements.
+    Scenes are rendered on the CPU and the image pool moved to `device`; batches are drawn there."""
+    dev = torch.device(device)
     want = {'captions': 'v2', 'statements': 'v1'}[cfg.recipe]
     if data_cfg.world != want:
         raise ConfigError(f"ClipConfig.recipe={cfg.recipe!r} trains on a world={want!r} MetaShapesConfig, got world={data_cfg.world!r}; "
                           f"use the {'v1' if want == 'v1' else 'default'} preset of both configs")
-    set_seed(cfg.seed); g = as_generator(cfg.seed); rng = random.Random(cfg.seed)
+    set_seed(cfg.seed); g = as_generator(cfg.seed, dev); rng = random.Random(cfg.seed)
     if cfg.recipe == 'captions': return _train_on_captions(cfg, data_cfg, g, rng)
     train_q, _ = ms.split_questions(data_cfg)
     questions = {f.question_for(r) for f, r in train_q}
     tok = ClosedVocabTokenizer.from_texts(metashapes_texts(), cfg.context_length)
     imgs, scenes = pretraining_pool(cfg, data_cfg)
-    slots = scene_slots(scenes); n_train = int(0.9 * len(scenes))
-    model = build_tiny_clip(cfg, tok.vocab_size)
+    imgs, slots = imgs.to(dev), scene_slots(scenes).to(dev); n_train = int(0.9 * len(scenes))
+    model = build_tiny_clip(cfg, tok.vocab_size, dev)
     t0 = time.time()
     h1 = pretrain_image_tower(model, imgs, conjunction_labels(slots), count_labels(slots), cfg, g, n_train)
     t1 = time.time()
@@ -280,10 +286,11 @@ def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig):
     return model, tok, hist
 
 def _train_on_captions(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, g:torch.Generator, rng:random.Random):
+    "The captions recipe, on `g`'s device."
     tok = ClosedVocabTokenizer.from_texts(metashapes2_texts(), cfg.context_length)
     imgs, scenes = caption_pool(cfg, data_cfg)
-    slots = torch.from_numpy(ms.scene_slots(scenes)); n_train = int(0.9 * len(scenes))
-    model = build_tiny_clip(cfg, tok.vocab_size)
+    imgs, slots = imgs.to(g.device), torch.from_numpy(ms.scene_slots(scenes)).to(g.device); n_train = int(0.9 * len(scenes))
+    model = build_tiny_clip(cfg, tok.vocab_size, g.device)
     t0 = time.time()
     h1 = pretrain_grid_tower(model, imgs, slots, cfg, g, n_train)
     t1 = time.time()
@@ -323,7 +330,7 @@ def pretrain_grid_tower(model, imgs:torch.Tensor, slots:torch.Tensor, cfg:ClipCo
     empty), colour and size, and the counts of `grid_targets`."""
     cells, ns, nc, nz, K = slots.shape[1], len(ms.SHAPES2) + 1, len(ms.COLOURS2), len(ms.SIZES), len(ms.COUNTS2)
     per = ns + nc + nz
-    head = torch.nn.Linear(cfg.embed_dim, cells * per + N_COUNT_HEADS * K)
+    with torch.device(imgs.device): head = torch.nn.Linear(cfg.embed_dim, cells * per + N_COUNT_HEADS * K)
     params = list(model.visual.parameters()) + list(head.parameters())
     counts = grid_targets(slots)
     def heads(x):
@@ -358,7 +365,7 @@ def tune_text_on_captions(model, emb:torch.Tensor, scenes:list, tok, cfg:ClipCon
         for i in idx.tolist():
             while (c := ms.caption2(scenes[i], rng)) in forbidden: hist['redrawn'] += 1
             texts.append(c)
-        return clip_loss(emb[idx], encode_text_grouped(model, tok(texts)), model.logit_scale.exp().clamp(max=100))
+        return clip_loss(emb[idx], encode_text_grouped(model, tok(texts).to(emb.device)), model.logit_scale.exp().clamp(max=100))
     model.transformer.train()
     hist['loss'] = _tower_loop(params, loss_fn, cfg.text_steps, cfg, g, n_train, 'stage 2',
                                'tiny CLIP, stage 2: text tower on captions').history['loss']
@@ -399,9 +406,9 @@ def with_key(obj, key:Bundle):
     obj.bundle = key
     return obj
 
-def _build_tiny(bundle:Bundle, out:Path):
+def _build_tiny(bundle:Bundle, out:Path, device:str|torch.device='cpu'):
     cfg, data_cfg = bundle.config('clip', ClipConfig), bundle.config('data', ms.MetaShapesConfig)
-    model, tok, hist = train_tiny_clip(cfg, data_cfg)
+    model, tok, hist = train_tiny_clip(cfg, data_cfg, device)
     save_tensors(out/'tensors.safetensors', model.state_dict())
     atomic_write_json(out/'tokenizer.json', {'bpe_ids': tok.bpe_ids, 'context_length': tok.context_length})
     atomic_write_json(out/'history.json', hist, indent=None)
@@ -413,57 +420,81 @@ def clip_key(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> Bundle:
     sizes or split), so every Meta-Shapes 2 world with the same prior shares one CLIP per seed."""
     return Bundle.of(clip=cfg, data=data_cfg.scene_prior() if cfg.recipe == 'captions' else data_cfg)
 
-def load_pretrained_clip(name:str, pretrained:str):
-    "An open_clip model by name with pretrained weights (tag or local checkpoint path), in eval mode."
+def load_pretrained_clip(name:str, pretrained:str, device:str|torch.device='cpu'):
+    "An open_clip model by name with pretrained weights (tag or local checkpoint path), built on `device`, in eval mode."
     import open_clip
     if name not in open_clip.list_models():
         raise ConfigError(f"open_clip has no model {name!r}; choose one of open_clip.list_models(), e.g. 'ViT-L-14-336'")
     looks_like_path = any(c in pretrained for c in '/\\') or pretrained.endswith(('.pt', '.bin', '.safetensors'))
     if looks_like_path and not Path(pretrained).expanduser().is_file():
         raise DataError(f"CLIP checkpoint {pretrained} not found; pass the path of a downloaded {name} checkpoint")
-    try: model = open_clip.create_model(name, pretrained=pretrained or None)
+    dev = torch.device(device)
+    try:
+        with torch.device(dev): model = open_clip.create_model(name, pretrained=pretrained or None, device=dev)
     except Exception as e:
         raise DataError(f"pretrained weights {name}/{pretrained} could not be loaded offline ({type(e).__name__}: "
                         f"{str(e)[:200]}); download the checkpoint elsewhere and pass its local file path") from e
     return model.eval()
 
-def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None):
-    "(model, tokenizer, image_size): the tiny CLIP (trained and cached) or a pretrained open_clip model."
+def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None, device:str|torch.device='cpu'):
+    """(model, tokenizer, image_size): the tiny CLIP (trained on `device` when not cached, and cached) or a pretrained
+    open_clip model, on `device`."""
+    dev = torch.device(device)
     if cfg.model == 'tiny':
         if data_cfg is None: raise ConfigError("the tiny CLIP is trained on Meta-Shapes: pass its MetaShapesConfig")
-        art = load_or_build('tiny_clip', clip_key(cfg, data_cfg), _build_tiny)
+        art = load_or_build('tiny_clip', clip_key(cfg, data_cfg), lambda b, out: _build_tiny(b, out, dev))
         t = art.json('tokenizer.json')
         tok = ClosedVocabTokenizer(t['bpe_ids'], t['context_length'])
-        model = build_tiny_clip(cfg, tok.vocab_size)
-        model.load_state_dict(art.tensors())
+        model = build_tiny_clip(cfg, tok.vocab_size, dev)
+        model.load_state_dict(art.tensors(device=dev))
         return model.eval(), tok, cfg.image_size
     import open_clip
-    model = load_pretrained_clip(cfg.model, cfg.pretrained)
+    model = load_pretrained_clip(cfg.model, cfg.pretrained, dev)
     size = model.visual.image_size
     return model, open_clip.get_tokenizer(cfg.model), size[0] if isinstance(size, (tuple, list)) else size
 
 # %% ../nbs/03_clip_features.ipynb #c1ee562c
-def clip_arch_without_weights(name:str='ViT-L-14-336'):
-    "(model, tokenizer, image_size) of an open_clip architecture with random weights: tests the pretrained path offline."
+def clip_arch_without_weights(name:str='ViT-L-14-336', device:str|torch.device='cpu'):
+    "(model, tokenizer, image_size) of an open_clip architecture with random weights, on `device`: tests the pretrained path offline."
     import open_clip
-    model = open_clip.create_model(name, pretrained=None).eval()
+    dev = torch.device(device)
+    with torch.device(dev): model = open_clip.create_model(name, pretrained=None, device=dev).eval()
     size = model.visual.image_size
     return model, open_clip.get_tokenizer(name), size[0] if isinstance(size, (tuple, list)) else size
 
 # %% ../nbs/03_clip_features.ipynb #e8262a39
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts:list[str], batch_size:int=256) -> torch.Tensor:
-    "CLIP text features [len(texts), d] (unnormalized), in batches."
-    out = [model.encode_text(tokenizer(texts[i:i + batch_size])).float() for i in range(0, len(texts), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
+def _encode_on(model, device, amp:bool):
+    """(model moved to `device` (its own device when None), the autocast context of its encodes): bf16 autocast on
+    CUDA when `amp` (the pretrained CLIP's precision), no autocast otherwise (the CPU, and the tiny CLIP everywhere)."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(dev)
+    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp and dev.type == 'cuda' else contextlib.nullcontext()
+    return model, dev, ctx
+
+def _tokenize(tokenizer, texts:list[str], dev:torch.device) -> torch.Tensor:
+    "Token ids on `dev`: tokenizers (open_clip's, `ClosedVocabTokenizer`) run on the CPU, making tensors without a device."
+    with torch.device('cpu'): return tokenizer(texts).to(dev)
 
 @torch.no_grad()
-def encode_images(model, ds:MetaDataset, image_ids:list[str], image_size:int, batch_size:int=256) -> torch.Tensor:
-    "CLIP image features [len(image_ids), d] (unnormalized), with a progress bar."
+def encode_texts(model, tokenizer, texts:list[str], batch_size:int=256, device:str|torch.device|None=None,
+                 amp:bool=True) -> torch.Tensor:
+    """CLIP text features [len(texts), d] (unnormalized, float32, on the CPU for saving), in batches of `batch_size`,
+    encoded on `device` (the model's own when None; the model is moved there), under bf16 autocast on CUDA when `amp`."""
+    model, dev, ctx = _encode_on(model, device, amp)
+    with ctx: out = [model.encode_text(_tokenize(tokenizer, texts[i:i + batch_size], dev)).float().cpu()
+                     for i in range(0, len(texts), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, device='cpu')
+
+@torch.no_grad()
+def encode_images(model, ds:MetaDataset, image_ids:list[str], image_size:int, batch_size:int=256,
+                  device:str|torch.device|None=None, amp:bool=True) -> torch.Tensor:
+    """CLIP image features [len(image_ids), d] (unnormalized, float32, on the CPU for saving), with a progress bar:
+    images are decoded on the CPU, then encoded on `device` (the model's own when None), as `encode_texts`."""
+    model, dev, ctx = _encode_on(model, device, amp)
     out = []
     for i in progress(range(0, len(image_ids), batch_size), desc='encoding images'):
-        x = torch.stack([to_uint8(ds.load_image(j), image_size) for j in image_ids[i:i + batch_size]])
-        out.append(model.encode_image(normalize_images(x)).float())
+        x = torch.stack([to_uint8(ds.load_image(j), image_size) for j in image_ids[i:i + batch_size]]).to(dev)
+        with ctx: out.append(model.encode_image(normalize_images(x)).float().cpu())
     return torch.cat(out)
 
 # %% ../nbs/03_clip_features.ipynb #ae785943
@@ -481,7 +512,7 @@ class SplitIndex:
 
 def _pad(rows:list[list[int]], fill:int=-1) -> torch.Tensor:
     n = max(map(len, rows))
-    return torch.tensor([r + [fill] * (n - len(r)) for r in rows], dtype=torch.long)
+    return torch.tensor([r + [fill] * (n - len(r)) for r in rows], dtype=torch.long, device='cpu')   # an index stored to disk
 
 def _index_split(split:TaskSplit, img_row:dict, prompt_start:int, q_start:int) -> tuple[SplitIndex, list[str], list[str]]:
     prompts, qs, p_rows = [], [], []
@@ -491,7 +522,7 @@ def _index_split(split:TaskSplit, img_row:dict, prompt_start:int, q_start:int) -
     idx = SplitIndex(split.questions, [t.family for t in split],
                      _pad([[img_row[i] for i, _ in t.support] for t in split]), _pad([[y for _, y in t.support] for t in split]),
                      _pad([[img_row[i] for i, _ in t.query] for t in split]), _pad([[y for _, y in t.query] for t in split]),
-                     _pad(p_rows), torch.arange(q_start, q_start + len(split)))
+                     _pad(p_rows), torch.arange(q_start, q_start + len(split), device='cpu'))
     return idx, prompts, qs
 
 # %% ../nbs/03_clip_features.ipynb #2578ac64
@@ -511,6 +542,13 @@ class TaskBatch:
     @property
     def n_answers(self) -> torch.Tensor: return self.answer_mask.sum(1)
     @property
+    def device(self) -> torch.device: return self.xs.device
+    def to(self, device:str|torch.device) -> 'TaskBatch':
+        "This batch with every tensor on `device`."
+        mv = lambda t: t.to(device)
+        return TaskBatch(mv(self.xs), mv(self.ys), mv(self.xq), mv(self.yq), mv(self.prompts), mv(self.answer_mask),
+                         mv(self.question), self.questions, self.families)
+    @property
     def d(self) -> int: return self.xs.shape[-1]
 
 _INDEX_KEYS = ('support', 'support_y', 'query', 'query_y', 'prompts', 'question_row')
@@ -528,12 +566,23 @@ class Features:
 
     @property
     def d(self) -> int: return self.image.shape[1]
+    @property
+    def device(self) -> torch.device: return self.image.device
+
+    def to(self, device:str|torch.device) -> 'Features':
+        "A copy with the tables and every split's index on `device`; it keeps the cache key (`bundle`)."
+        mv = lambda t: t.to(device)
+        splits = {n: SplitIndex(s.questions, s.families, *(mv(getattr(s, k)) for k in _INDEX_KEYS)) for n, s in self.splits.items()}
+        out = Features(mv(self.image), mv(self.question), mv(self.prompt), self.image_ids, splits, self.info)
+        if self.bundle is not None: out.bundle = self.bundle
+        return out
 
     def tasks(self, split:str, idx=None) -> TaskBatch:
-        "A `TaskBatch` of `split`'s tasks (all, or those at positions `idx`), padding trimmed to the batch."
+        "A `TaskBatch` of `split`'s tasks (all, or those at positions `idx`), padding trimmed to the batch, on the tables' device."
         if split not in self.splits: raise DataError(f"unknown split {split!r}; have {list(self.splits)}")
-        s = self.splits[split]
-        sel = torch.arange(len(s.questions)) if idx is None else torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+        s, dev = self.splits[split], self.device
+        sel = (torch.arange(len(s.questions), device=dev) if idx is None
+               else torch.as_tensor(idx, dtype=torch.long, device=dev).reshape(-1))
         def trim(i, y=None):
             i = i[sel]; keep = (i >= 0).any(0); return i[:, keep], (y[sel][:, keep] if y is not None else None)
         si, sy = trim(s.support, s.support_y); qi, qy = trim(s.query, s.query_y); pi, _ = trim(s.prompts)
@@ -553,10 +602,10 @@ class Features:
         atomic_write_json(Path(folder)/'index.json', idx, indent=None)
 
     @classmethod
-    def load(cls, folder:Path) -> 'Features':
-        "Read what `save` wrote, checking that tables and index agree."
+    def load(cls, folder:Path, device:str|torch.device='cpu') -> 'Features':
+        "Read what `save` wrote onto `device` (tables and split indices), checking that tables and index agree."
         folder = Path(folder)
-        t = load_tensors(folder/'features.safetensors')
+        t = load_tensors(folder/'features.safetensors', device)
         p = folder/'index.json'
         try: idx = json.loads(p.read_text())
         except FileNotFoundError as e: raise DataError(f"{p}: not found; delete {folder} to rebuild") from e
@@ -577,34 +626,40 @@ class Features:
         return cls(t['image'], t['question'], t['prompt'], idx['image_ids'], splits, idx.get('info', {}))
 
 # %% ../nbs/03_clip_features.ipynb #84a525c3
-def extract_features(ds:MetaDataset, model, tokenizer, image_size:int, batch_size:int=256) -> Features:
-    "Encode every image, question and answer prompt of `ds` with a frozen CLIP."
+def extract_features(ds:MetaDataset, model, tokenizer, image_size:int, batch_size:int=256,
+                     device:str|torch.device|None=None, amp:bool=True) -> Features:
+    """Encode every image, question and answer prompt of `ds` with a frozen CLIP on `device` (the model's own when
+    None; bf16 autocast on CUDA when `amp`); the features come back as CPU tensors, ready to save."""
     ids = ds.image_ids()
     for i in ids: ds.image_path(i)      # fail early, naming the first missing image
-    image = encode_images(model, ds, ids, image_size, batch_size)
+    image = encode_images(model, ds, ids, image_size, batch_size, device, amp)
     img_row = {i: r for r, i in enumerate(ids)}
     splits, prompts, qs = {}, [], []
     for name, split in ds.splits.items():
         splits[name], p, q = _index_split(split, img_row, len(prompts), len(qs))
         prompts += p; qs += q
-    question, prompt = encode_texts(model, tokenizer, qs, batch_size), encode_texts(model, tokenizer, prompts, batch_size)
+    question, prompt = (encode_texts(model, tokenizer, qs, batch_size, device, amp),
+                        encode_texts(model, tokenizer, prompts, batch_size, device, amp))
     for name, t in (('image', image), ('question', question), ('prompt', prompt)):
         if not torch.isfinite(t).all(): raise DataError(f"{name} features of {ds.name} contain NaN or inf; check the CLIP weights")
     return Features(image, question, prompt, ids, splits, {'dataset': ds.name, 'd': image.shape[1]})
 
 # %% ../nbs/03_clip_features.ipynb #6f34068e
-def _build_features(bundle:Bundle, out:Path):
+def _build_features(bundle:Bundle, out:Path, device:str|torch.device='cpu'):
     data_cfg, clip_cfg = bundle.config('data', ms.MetaShapesConfig), bundle.config('clip', ClipConfig)
     ds = ms.meta_shapes(data_cfg)
-    model, tok, size = load_clip(clip_cfg, data_cfg)
+    model, tok, size = load_clip(clip_cfg, data_cfg, device)
     t0 = time.time()
-    extract_features(ds, model, tok, size).save(out)
+    extract_features(ds, model, tok, size, device=device, amp=clip_cfg.model != 'tiny').save(out)   # the tiny CLIP encodes in float32
     return {'extract_seconds': time.time() - t0}
 
-def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipConfig|None=None) -> Features:
-    "Features of a Meta-Shapes world under the tiny CLIP (tiny configs under test, default otherwise)."
+def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipConfig|None=None,
+                        device:str|torch.device='cpu') -> Features:
+    """Features of a Meta-Shapes world under the tiny CLIP (tiny configs under test, default otherwise), loaded onto
+    `device`; when not cached, the tiny CLIP trains and encodes on `device` too."""
     data_cfg = data_cfg or ms.MetaShapesConfig.default()
     clip_cfg = clip_cfg or (ClipConfig.v1() if data_cfg.world == 'v1' else ClipConfig.default())
     if clip_cfg.model != 'tiny': raise ConfigError("metashapes_features uses the tiny CLIP; ClipConfig.model must be 'tiny'")
     key = Bundle.of(data=data_cfg, clip=clip_cfg)
-    return with_key(Features.load(load_or_build('features', key, _build_features).path), key)   # later stages extend it
+    art = load_or_build('features', key, lambda b, out: _build_features(b, out, device))
+    return with_key(Features.load(art.path, device), key)   # later stages extend it   # later stages extend it
