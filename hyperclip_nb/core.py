@@ -16,10 +16,10 @@ from safetensors.torch import save_file as _st_save, load_file as _st_load
 
 # %% auto #0
 __all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed',
-           'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'ConfigBase',
-           'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors', 'load_tensors',
-           'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build', 'cache_digest', 'progress',
-           'timed', 'set_plot_style', 'num_threads_for_tests']
+           'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'device_trap',
+           'ConfigBase', 'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors',
+           'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build', 'cache_digest',
+           'progress', 'timed', 'set_plot_style', 'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -105,6 +105,31 @@ def device_info(dev:str|torch.device) -> dict:
         return {'device': str(dev), 'device_name': torch.cuda.get_device_name(dev),
                 'precision': 'fp32 with TF32 matmuls; pretrained-CLIP features under bf16 autocast'}
     return {'device': str(dev), 'device_name': 'Apple GPU' if dev.type == 'mps' else 'CPU', 'precision': 'fp32'}
+
+# %% ../nbs/00_core.ipynb #fbc7b0b3
+@contextlib.contextmanager
+def device_trap(trap:str='meta'):
+    """Within the block, a tensor that a torch factory function (`torch.zeros`, `torch.arange`, `torch.randn`,
+    `torch.tensor`, ... the ones `torch.set_default_device` governs) makes without `device=` is made on `trap`: with
+    'meta', a tensor without data, so code that forgets the run's device fails or reads garbage. Explicit devices and
+    `with torch.device(d)` blocks are obeyed. Unlike `torch.set_default_device`, no torch-function mode is active, so the
+    kernels torch picks, and with them the last bits of every result, are those of a normal run. Not thread-safe: it
+    patches the `torch` module for the block."""
+    from torch.utils._device import _device_constructors, DeviceContext
+    from torch.overrides import _get_current_function_mode_stack
+    trap = torch.device(trap)
+    def in_device_block(): return any(isinstance(m, DeviceContext) for m in _get_current_function_mode_stack())
+    def wrap(f):
+        def trapped(*args, **kw):
+            if kw.get('device') is None and not in_device_block(): kw['device'] = trap
+            return f(*args, **kw)
+        return trapped
+    names = [f.__name__ for f in _device_constructors() if getattr(torch, getattr(f, '__name__', ''), None) is f]
+    saved = {n: getattr(torch, n) for n in names}
+    for n, f in saved.items(): setattr(torch, n, wrap(f))
+    try: yield trap
+    finally:
+        for n, f in saved.items(): setattr(torch, n, f)
 
 # %% ../nbs/00_core.ipynb #6f6a9d2b
 PRESETS = ('tiny', 'default', 'paper', 'v1')   # 'v1': the 0.2.0 world (Meta-Shapes v1) and its tiny CLIP
