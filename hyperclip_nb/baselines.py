@@ -29,12 +29,12 @@ def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list
 
 # %% ../nbs/05_baselines.ipynb #44badc67
 def validation_split(n_tasks:int, frac:float, seed:int=2021, device:str|torch.device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed, seeded split of the meta-train task indices into (training, validation), drawn on `device`; the same for
-    every method and seed on a device."""
-    g = as_generator(seed, device)
-    perm = torch.randperm(n_tasks, generator=g, device=g.device)
+    """A fixed, seeded split of the meta-train task indices into (training, validation), returned on `device`: the same
+    for every method, seed and device. It is part of the data, not of a run's randomness, so it is always drawn by a CPU
+    generator (a CUDA one would hold out other tasks) and then moved."""
+    perm = torch.randperm(n_tasks, generator=as_generator(seed, 'cpu'), device='cpu')
     n_val = int(round(frac * n_tasks))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    return perm[n_val:].sort().values.to(device), perm[:n_val].sort().values.to(device)
 
 def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, stage:str,
                hint:str='lower the learning rate', on_epoch=None, val_score=None, backward:bool=True) -> dict:

@@ -10,7 +10,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['REFERENCE_RESULTS', 'BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_compare', 'cmd_bench',
-           'main']
+           'cmd_gpu_check', 'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='hyperclip_nb', description='Generate task-adapted network weights from a question: '
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
-    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check}', parser_class=_Parser)
     d = sub.add_parser('data', help='write a Meta-Shapes dataset in the Meta-VQA format')
     d.add_argument('--dataset', choices=['metashapes'], default='metashapes')
     d.add_argument('--config', choices=list(PRESETS), default='default')
@@ -68,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
     b.add_argument('--device', default='cpu', help='where to time the vectorised parts: cpu (default), cuda, cuda:N, mps or auto')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
-    for q in (d, r, c, b): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    gc = sub.add_parser('gpu-check', help='the tiny pipeline on a GPU against the CPU, and one timed step of every stage at the paper sizes')
+    gc.add_argument('--device', default='cuda', help='the device to check: cuda (default), cuda:N, mps, cpu or auto')
+    gc.add_argument('--out', default='runs/gpu_check', help='output folder (default runs/gpu_check)')
+    gc.add_argument('--repeats', type=_positive_int, default=3, help='timed steps per stage after one warm-up; the median counts (default 3)')
+    gc.add_argument('--seeds', type=_positive_int, default=3, help='seeds of the tiny pipeline on each side (default 3)')
+    gc.add_argument('--cpu-results', default=None, help='results.json of an earlier tiny CPU run with the same seeds, instead of running it')
+    gc.add_argument('--size', choices=['paper', 'tiny'], default='paper', help='sizes of the stage steps (default paper)')
+    gc.add_argument('--abs-tol', type=_nonneg_float, default=2.0, help='tolerance of the comparison in accuracy points (default 2)')
+    gc.add_argument('--k', type=_nonneg_float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
+    for q in (d, r, c, b, gc): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 # %% ../nbs/13_cli.ipynb #098b7bb0
@@ -168,6 +177,13 @@ def cmd_bench(args) -> int:
     print(f"wrote {out}")
     return 0
 
+def cmd_gpu_check(args) -> int:
+    "Run `gpu_check` (`12d_gpu_check`), print its report; exit 0 when it passed, 1 when a row differs or a step failed."
+    from hyperclip_nb.gpu_check import gpu_check
+    code, report = gpu_check(args.device, args.out, args.repeats, args.cpu_results, args.seeds, args.size, args.abs_tol, args.k)
+    print(report); print(f"wrote {Path(args.out)/'gpu_check.md'} and {Path(args.out)/'gpu_check.json'}")
+    return code
+
 # %% ../nbs/13_cli.ipynb #eab71275
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `hyperclip_nb` console script."
@@ -175,8 +191,9 @@ def main(argv:list[str]|None=None) -> int:
     debug = '--debug' in argv
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None: raise UsageError("choose a command: data, reproduce, compare or bench (see hyperclip_nb --help)")
-        return {'data': cmd_data, 'reproduce': cmd_reproduce, 'compare': cmd_compare, 'bench': cmd_bench}[args.command](args)
+        if args.command is None: raise UsageError("choose a command: data, reproduce, compare, bench or gpu-check (see hyperclip_nb --help)")
+        return {'data': cmd_data, 'reproduce': cmd_reproduce, 'compare': cmd_compare, 'bench': cmd_bench,
+                'gpu-check': cmd_gpu_check}[args.command](args)
     except HyperclipError as e:
         if debug: raise
         print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2

@@ -466,8 +466,9 @@ def clip_arch_without_weights(name:str='ViT-L-14-336', device:str|torch.device='
 def _encode_on(model, device, amp:bool):
     """(model moved to `device` (its own device when None), the autocast context of its encodes): bf16 autocast on
     CUDA when `amp` (the pretrained CLIP's precision), no autocast otherwise (the CPU, and the tiny CLIP everywhere)."""
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(dev)
+    own = next(model.parameters(), None) if hasattr(model, 'parameters') else None   # a stand-in model may have none
+    dev = torch.device(device) if device is not None else (own.device if own is not None else torch.device('cpu'))
+    if hasattr(model, 'to'): model = model.to(dev)
     ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp and dev.type == 'cuda' else contextlib.nullcontext()
     return model, dev, ctx
 

@@ -26,8 +26,7 @@ from .report import compare_results, comparison_markdown
 from .reproduce import reproduce, check_out_dir
 
 # %% auto #0
-__all__ = ['SIZES', 'STAGES', 'size_spec', 'random_tasks', 'time_step', 'run_stage', 'stage_steps', 'check_report', 'gpu_check',
-           'build_parser', 'main']
+__all__ = ['SIZES', 'STAGES', 'size_spec', 'random_tasks', 'time_step', 'run_stage', 'stage_steps', 'check_report', 'gpu_check']
 
 # %% ../nbs/12d_gpu_check.ipynb #20d5acbd
 SIZES = {
@@ -286,7 +285,7 @@ def _cache_at(path:Path):
         else: os.environ['HYPERCLIP_NB_CACHE'] = old
 
 def gpu_check(device:str|torch.device='cuda', out:str|Path='runs/gpu_check', repeats:int=3, cpu_results:str|Path|None=None,
-              seeds:int=1, size:str='paper', abs_tol:float=2.0, k:float=2.0) -> tuple[int, str]:
+              seeds:int=3, size:str='paper', abs_tol:float=2.0, k:float=2.0) -> tuple[int, str]:
     """Check that the package runs on `device`: the tiny pipeline there against the CPU (`compare_results` within `abs_tol`
     points or `k` × the seed std), and one timed step of every stage at `size` (`stage_steps`). Returns (exit code, 0
     only if no comparison row differs or is missing and every step ran finite; the Markdown report)."""
@@ -309,36 +308,3 @@ def gpu_check(device:str|torch.device='cuda', out:str|Path='runs/gpu_check', rep
     atomic_write_json(out/'gpu_check.json', {'exit_code': code, 'device': device_info(dev), 'size': size, 'repeats': repeats,
                                              'seeds': seeds, 'stages': rows, 'comparison': comparison}, indent=1)
     return code, report
-
-# %% ../nbs/12d_gpu_check.ipynb #bd904bd2
-def build_parser() -> argparse.ArgumentParser:
-    "The arguments of `python -m hyperclip_nb.gpu_check`."
-    p = argparse.ArgumentParser(prog='python -m hyperclip_nb.gpu_check',
-                                description='the tiny pipeline on a device against the CPU, and one timed step of every stage at the paper sizes')
-    p.add_argument('--device', default='cuda', help='the device to check: cuda (default), cuda:N, mps, cpu or auto')
-    p.add_argument('--out', default='runs/gpu_check', help='output folder (default runs/gpu_check)')
-    p.add_argument('--repeats', type=int, default=3, help='timed steps per stage after one warm-up (the median counts)')
-    p.add_argument('--seeds', type=int, default=1, help='seeds of the tiny pipeline on each side (default 1)')
-    p.add_argument('--cpu-results', default=None, help='results.json of an earlier tiny CPU run with the same seeds, instead of running it')
-    p.add_argument('--size', choices=list(SIZES), default='paper', help='sizes of the stage steps (default paper)')
-    p.add_argument('--abs-tol', type=float, default=2.0, help='tolerance of the comparison in accuracy points (default 2)')
-    p.add_argument('--k', type=float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
-    return p
-
-def main(argv:list[str]|None=None) -> int:
-    "Entry point of `python -m hyperclip_nb.gpu_check`: print the report, return the exit code (2: bad input)."
-    args = build_parser().parse_args(argv)
-    try:
-        if args.repeats < 1 or args.seeds < 1: raise ConfigError(f"--repeats and --seeds must be >= 1")
-        code, report = gpu_check(args.device, args.out, args.repeats, args.cpu_results, args.seeds, args.size, args.abs_tol, args.k)
-    except HyperclipError as e:
-        print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2
-    print(report); print(f"wrote {Path(args.out)/'gpu_check.md'} and {Path(args.out)/'gpu_check.json'}")
-    return code
-
-# %% ../nbs/12d_gpu_check.ipynb #05405575
-#| eval: false
-#| eval: false
-#| eval: false
-#| eval: false
-if __name__ == '__main__': sys.exit(main())

@@ -4,4 +4,4 @@
 # 2: bad input (e.g. a device this machine lacks).
 # Usage: scripts/gpu_check.sh [DEVICE (default cuda)] [OUT (default runs/gpu_check)]
 set -euo pipefail
-python -m hyperclip_nb.gpu_check --device "${1:-cuda}" --out "${2:-runs/gpu_check}"
+python -m hyperclip_nb gpu-check --device "${1:-cuda}" --out "${2:-runs/gpu_check}"
