@@ -415,10 +415,11 @@ def _build_tiny(bundle:Bundle, out:Path, device:str|torch.device='cpu'):
     return {k: v for k, v in hist.items() if k.endswith('_seconds') or k.startswith('heldout_')} | {
             'final_text_loss': float(np.mean(hist['text_loss'][-20:]))}
 
-def clip_key(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> Bundle:
-    """The cache key of a tiny CLIP. The captions recipe depends on the world's scene prior only (not on its questions,
-    sizes or split), so every Meta-Shapes 2 world with the same prior shares one CLIP per seed."""
-    return Bundle.of(clip=cfg, data=data_cfg.scene_prior() if cfg.recipe == 'captions' else data_cfg)
+def clip_key(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, device:str|torch.device='cpu') -> Bundle:
+    """The cache key of a tiny CLIP trained on `device` (`device_parts`: nothing on the CPU). The captions recipe depends
+    on the world's scene prior only (not on its questions, sizes or split), so every Meta-Shapes 2 world with the same
+    prior shares one CLIP per seed."""
+    return Bundle.of(clip=cfg, data=data_cfg.scene_prior() if cfg.recipe == 'captions' else data_cfg, **device_parts(device))
 
 def load_pretrained_clip(name:str, pretrained:str, device:str|torch.device='cpu'):
     "An open_clip model by name with pretrained weights (tag or local checkpoint path), built on `device`, in eval mode."
@@ -442,7 +443,7 @@ def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None, device:str
     dev = torch.device(device)
     if cfg.model == 'tiny':
         if data_cfg is None: raise ConfigError("the tiny CLIP is trained on Meta-Shapes: pass its MetaShapesConfig")
-        art = load_or_build('tiny_clip', clip_key(cfg, data_cfg), lambda b, out: _build_tiny(b, out, dev))
+        art = load_or_build('tiny_clip', clip_key(cfg, data_cfg, dev), lambda b, out: _build_tiny(b, out, dev))
         t = art.json('tokenizer.json')
         tok = ClosedVocabTokenizer(t['bpe_ids'], t['context_length'])
         model = build_tiny_clip(cfg, tok.vocab_size, dev)
@@ -661,6 +662,6 @@ def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipCon
     data_cfg = data_cfg or ms.MetaShapesConfig.default()
     clip_cfg = clip_cfg or (ClipConfig.v1() if data_cfg.world == 'v1' else ClipConfig.default())
     if clip_cfg.model != 'tiny': raise ConfigError("metashapes_features uses the tiny CLIP; ClipConfig.model must be 'tiny'")
-    key = Bundle.of(data=data_cfg, clip=clip_cfg)
+    key = Bundle.of(data=data_cfg, clip=clip_cfg, **device_parts(device))   # trained off the CPU: a key of its own
     art = load_or_build('features', key, lambda b, out: _build_features(b, out, device))
-    return with_key(Features.load(art.path, device), key)   # later stages extend it   # later stages extend it
+    return with_key(Features.load(art.path, device), key)   # later stages extend it

@@ -17,9 +17,10 @@ from safetensors.torch import save_file as _st_save, load_file as _st_load
 # %% auto #0
 __all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed',
            'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'device_trap',
-           'ConfigBase', 'get_preset', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors',
-           'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir', 'read_artifact', 'load_or_build', 'cache_digest',
-           'progress', 'timed', 'set_plot_style', 'num_threads_for_tests']
+           'ConfigBase', 'get_preset', 'DeviceKind', 'device_parts', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'save_tensors', 'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir',
+           'read_artifact', 'load_or_build', 'cache_digest', 'progress', 'timed', 'set_plot_style',
+           'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -246,6 +247,18 @@ def get_preset(cls, name:str):
     "The preset `name` ('tiny', 'default', 'paper' or 'v1') of config class `cls`."
     if name not in PRESETS: raise ConfigError(f"unknown preset {name!r} for {cls.__name__}; choose one of {list(PRESETS)}")
     return getattr(cls, name)()
+
+# %% ../nbs/00_core.ipynb #3dd8c155
+@dataclass
+class DeviceKind(ConfigBase):
+    "The kind of device ('cuda', 'mps') an artifact was trained on: a part of its cache key on any device but the CPU."
+    type: str = 'cuda'
+    def validate(self): self.check_choice('type', ['cuda', 'mps'])
+
+def device_parts(device:str|torch.device) -> dict:
+    "The cache-key parts that say where an artifact was trained: none on the CPU, {'device': DeviceKind(type)} elsewhere."
+    dev = torch.device(device)
+    return {} if dev.type in ('cpu', 'meta') else {'device': DeviceKind(dev.type)}
 
 # %% ../nbs/00_core.ipynb #5db73bcc
 def atomic_write_bytes(path:str|Path, data:bytes):

@@ -51,7 +51,7 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
     src = MetaVQASource(str(Path(data_root or '').expanduser().resolve()) if data_root else '')
     with timed(timings, 'data'): prepare_metavqa(src.data_root)
     with timed(timings, 'features'):
-        key = Bundle.of(data=src, clip=cfgs['clip'])
+        key = Bundle.of(data=src, clip=cfgs['clip'], **device_parts(device))   # features encoded off the CPU: a key of their own
         art = load_or_build('features', key, lambda b, out: _build_vqa_features(b, out, device))
         return with_key(Features.load(art.path, device), key)   # two copies never share an artifact
 
