@@ -194,10 +194,12 @@ def cached_bridge(feats:Features, hnet:HNet, lat:Latents, cfg:BridgeConfig) -> t
     return with_key(bridge, key), art.json('history.json')
 
 # %% ../nbs/11a_bridge.ipynb #e18b4dc3
-def bridge_few_shot(bridge:Bridge, feats:Features, mcfg:MetaDiffConfig, cfg:BridgeConfig, seed:int=0) -> dict:
-    """{'bridge': {'{K}shot': accuracy, '{K}shot_ci95': ...}} of the bridge on exactly the N-way K-shot meta-test
-    episodes of `metadiff_few_shot` (same sampler and seeds, from `mcfg`): one latent per episode, sampled from the
-    question and the episode's support gradient, decoded by the HNet's generator, scored on the episode's classes."""
+def bridge_few_shot(run) -> dict:
+    """{'bridge': {'{K}shot': accuracy, '{K}shot_ci95': ...}} of a `Run`'s bridge (`run.bridge()`) on exactly the N-way
+    K-shot meta-test episodes of `metadiff_few_shot` (same sampler and seeds, from the run's MetaDiffConfig): one latent
+    per episode, sampled from the question and the episode's support gradient, decoded by the HNet's generator, scored
+    on the episode's classes."""
+    bridge, feats, mcfg, cfg, seed = run.bridge(), run.features(), run.cfgs['metadiff'], run.cfgs['bridge'], run.seed
     res = {}
     for K in mcfg.shots:
         tb = episode_tasks(EpisodeSampler(feats, 'meta_test', K, mcfg.ways, mcfg.queries).test_episodes(

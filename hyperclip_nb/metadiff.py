@@ -16,9 +16,9 @@ from .clip_features import Features, TaskBatch, Bundle, built_key, metashapes_fe
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
 from .training import Draws, train_loop, ema_update_
-from .baselines import maml_meta_grad, random_adapter, MamlConfig, fit_mnet_maml
+from .baselines import maml_meta_grad, random_adapter, MamlConfig
 from .diffusion import NoiseSchedule, linear_betas, q_sample, ddpm_step, ddim_step, ddim_timesteps, timestep_embedding
-from .hypernet import cached_hnet, HNetConfig, pca_2d
+from .hypernet import HNetConfig, pca_2d
 
 # %% auto #0
 __all__ = ['METHODS', 'Episodes', 'EpisodeSampler', 'synthetic_episodes', 'cosine_logits', 'episode_accuracy', 'support_grad',
@@ -307,33 +307,32 @@ METHODS = ('metadiff', 'metadiff_gate1', 'support_mean', 'zero_shot_prototypes',
 
 def _ci95(a:torch.Tensor) -> float: return float(1.96 * a.double().std() / math.sqrt(len(a))) if len(a) > 1 else float('nan')
 
-def metadiff_few_shot(feats:Features, cfgs:dict|str, seed:int=0, n_episodes:int|None=None,
-                      cfg:MetaDiffConfig|None=None, methods:tuple=METHODS, timings:dict|None=None,
-                      per_episode:dict|None=None) -> dict:
+def metadiff_few_shot(run, n_episodes:int|None=None, cfg:MetaDiffConfig|None=None, methods:tuple=METHODS,
+                      timings:dict|None=None, per_episode:dict|None=None) -> dict:
     """{method: {'{K}shot': mean query accuracy, '{K}shot_ci95': 1.96·std/sqrt(E)}} over the same E meta-test episodes
-    per K, for MetaDiff, its s ≡ 1 ablation and the baselines. `cfgs`: `stage_configs(preset)` or a preset name;
-    `cfg` (else `cfgs['metadiff']`); every
-    trained stage's config gets `seed` (`seed_configs`)."""
-    if isinstance(cfgs, str): cfgs = stage_configs(cfgs)
-    if (cfg := cfg or cfgs.get('metadiff')) is None: raise ConfigError("metadiff_few_shot: pass cfg=MetaDiffConfig(...) or cfgs with a 'metadiff' entry")
-    cfgs = seed_configs(cfgs | {'metadiff': cfg}, seed); cfg = cfgs['metadiff']   # one seed's configs, as `seed_configs` writes them
+    per K, for MetaDiff, its s ≡ 1 ablation and the baselines, on one `Run` (`11b_pipeline`): its features, its seed and
+    its own trained stages (MetaDiff `run.metadiff(K)`, MNet-MAML `run.mnet_maml()`, the HNet `run.hnet()`), each
+    trained once and cached. `cfg` replaces the run's MetaDiffConfig (it gets the run's seed)."""
     if unknown := set(methods) - set(METHODS): raise ConfigError(f"unknown method(s) {sorted(unknown)}; choose from {list(METHODS)}")
+    feats, seed = run.features(), run.seed
+    cfg = run.cfgs['metadiff'] if cfg is None else cfg.replace(seed=seed)
     n = n_episodes or cfg.test_episodes
     timings = {} if timings is None else timings
     res = {m: {} for m in methods}
     starts = {}
-    if 'finetune_adapter' in methods: starts['finetune_adapter'] = (identity_adapter(1, feats.d, cfgs['adapter'].hidden, generator=as_generator(seed, feats.image.device))[0], None)
+    if 'finetune_adapter' in methods:
+        starts['finetune_adapter'] = (identity_adapter(1, feats.d, run.cfgs['adapter'].hidden, generator=as_generator(seed, feats.device))[0], None)
     if 'mnet_maml' in methods:
-        with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (fit_mnet_maml(feats, cfgs['maml'])[0], None)
+        with timed(timings, 'mnet_maml_train'): starts['mnet_maml'] = (run.mnet_maml(), None)
     if 'hnet_maml' in methods:
-        with timed(timings, 'hnet_maml_train'):
-            hnet, _ = cached_hnet(feats, cfgs['hnet'], conditional=False)
+        with timed(timings, 'hnet_maml_train'): hnet = run.hnet(False)
         starts['hnet_maml'] = (hnet.init_latent, hnet.G)
     for K in cfg.shots:
         ep = EpisodeSampler(feats, 'meta_test', K, cfg.ways, cfg.queries).test_episodes(n, generator=seed * 1000 + K)
         accs = {k: v for k, v in prototype_accuracies(ep, cfg.scale).items() if k in methods}
         if {'metadiff', 'metadiff_gate1'} & set(methods):
-            with timed(timings, f'metadiff_train_{K}shot'): model, sched, _ = cached_metadiff(feats, cfg, K)
+            with timed(timings, f'metadiff_train_{K}shot'):
+                model, sched = run.metadiff(K) if cfg == run.cfgs['metadiff'] else cached_metadiff(feats, cfg, K)[:2]
             for name, one in (('metadiff', False), ('metadiff_gate1', True)):
                 if name not in methods: continue
                 with timed(timings, f'{name}_sample_{K}shot'):

@@ -99,8 +99,8 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         for s in progress(seeds, desc='metadiff episodes'):
             set_seed(s); tm = {}
             run = runs[s]
-            per_seed.append(metadiff_few_shot(run.features(), run.cfgs, seed=s, timings=tm))
-            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(run.bridge(), run.features(), run.cfgs['metadiff'], run.cfgs['bridge'], s)
+            per_seed.append(metadiff_few_shot(run, timings=tm))
+            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(run)
             for k, v in tm.items():
                 if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
                 else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
