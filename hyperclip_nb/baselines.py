@@ -4,6 +4,8 @@
 
 # %% ../nbs/05_baselines.ipynb #5ebbfc3e
 from __future__ import annotations
+# Over 300 lines for a reason: one stage of the paper: the four baselines of the results table, the outer loop they share
+# (which the HNet reuses), and their cached artifacts, whose keys and loaders follow one pattern.
 import math, time, json
 from pathlib import Path
 from dataclasses import dataclass
