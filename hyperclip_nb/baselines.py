@@ -4,7 +4,10 @@
 
 # %% ../nbs/05_baselines.ipynb #5ebbfc3e
 from __future__ import annotations
-import math, time
+# Over 300 lines for a reason: one stage of the paper: the four baselines of the results table, the outer loop they share
+# (which the HNet reuses), and their cached artifacts, whose keys and loaders follow one pattern.
+import math, time, json
+from pathlib import Path
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -12,14 +15,15 @@ from torch.func import grad, grad_and_value, vmap
 from .core import *
 from .training import *
 from .configs import *
-from .clip_features import Features, TaskBatch
+from .clip_features import Features, TaskBatch, built_key, with_key
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0
 __all__ = ['meta_batches', 'validation_split', 'meta_train', 'fit_uncond_multitask', 'eval_shared_weights', 'task_loss',
            'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop',
            'synthetic_tasks', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'fit_cond_multitask',
-           'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film']
+           'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film', 'load_theta', 'save_module',
+           'load_module', 'cached_uncond_multitask', 'cached_mnet_maml', 'cached_cond_multitask', 'cached_film']
 
 # %% ../nbs/05_baselines.ipynb #c9031c73
 def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
@@ -251,3 +255,89 @@ def fit_cond_multitask_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, 
     hist = meta_train(list(model.parameters()), lambda tb, g: support_loss(model(tb.question), tb), feats, cfg,
                       g, 'cond_multitask_film', val_score=lambda tb: query_accuracy(model(tb.question), tb).mean())
     return model.eval(), hist
+
+# %% ../nbs/05_baselines.ipynb #d6b42fbe
+def _theta_from(path:str|Path, d:int, hidden:int, device:str|torch.device, name:str='theta') -> torch.Tensor:
+    "The adapter vector `name` [D] of the safetensors file `path`, on `device`; refuses a file without it or of another size."
+    t = load_tensors(path, device)
+    if name not in t: raise DataError(f"{path}: lacks {name!r} (it holds {sorted(t)}); it is not a cached adapter θ")
+    D = adapter_size(d, hidden)
+    if tuple(t[name].shape) != (D,):
+        raise DataError(f"{path}: {name} has shape {tuple(t[name].shape)} but an adapter with h={hidden} on d={d} "
+                        f"features has D={D}; delete {Path(path).parent} to rebuild")
+    return t[name]
+
+def load_theta(path:str|Path, d:int, hidden:int, device:str|torch.device='cpu') -> torch.Tensor:
+    "A shared adapter θ [D] (Algorithms 2 and 3) stored by `save_tensors(path, {'theta': θ})`, on `device`; refuses a mismatching file."
+    return _theta_from(path, d, hidden, device)
+
+def _module_spec(kind:str, d:int, cfg) -> dict:
+    "What rebuilds a baseline's module (written beside its weights, checked on load): its kind and sizes."
+    return {'kind': kind, 'd': d, 'hidden': cfg.hidden, 'width': cfg.width}
+
+def _make_module(spec:dict) -> torch.nn.Module:
+    d, h, w = spec['d'], spec['hidden'], spec['width']
+    if spec['kind'] == 'hypernetwork': return weight_generator(d, adapter_size(d, h), w)
+    return FilmModel(d, h, w, generator=0)   # θ is overwritten by the load: any seed will do
+
+def save_module(model:torch.nn.Module, spec:dict, folder:str|Path):
+    "Write a baseline module to `folder`: its state dict (`model.safetensors`) and what rebuilds it (`model.json`)."
+    folder = Path(folder)
+    save_tensors(folder/'model.safetensors', model.state_dict()); atomic_write_json(folder/'model.json', spec)
+
+def load_module(folder:str|Path, spec:dict, device:str|torch.device='cpu') -> torch.nn.Module:
+    """The module `save_module` wrote to `folder`, rebuilt on `device` in eval mode, with its weights bit for bit; refuses
+    a folder written for another module (`spec`: kind and sizes) or whose tensors do not fit it, naming the file."""
+    folder = Path(folder)
+    jf, tf = folder/'model.json', folder/'model.safetensors'
+    if not jf.exists(): raise DataError(f"{jf}: not found; delete {folder} to rebuild")
+    stored = json.loads(jf.read_text())
+    if stored != spec: raise DataError(f"{jf} describes {stored} but {spec} was asked for; delete {folder} to rebuild")
+    sd = load_tensors(tf, device)
+    with torch.device(device): model = _make_module(spec)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    if got != want: raise DataError(f"{tf}: tensors {got} do not fit a {spec['kind']} that needs {want}; delete {folder} to rebuild")
+    model.load_state_dict(sd)
+    return model.eval()
+
+def _cached_stage(stage:str, part:str, feats:Features, cfg, fit, save, load):
+    """(object, history) of a baseline trained by `fit(feats, cfg)` once, written by `save(obj, folder)`, then loaded by
+    `load(folder)` onto the features' device; the key is the features' key plus `cfg` as `part`, carried by the object."""
+    key = built_key(feats, 'the features').extend(**{part: cfg})
+    def build(bundle, out):
+        t0 = time.perf_counter()
+        obj, hist = fit(feats, cfg)
+        save(obj, out); atomic_write_json(out/'history.json', hist)
+        return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
+    art = load_or_build(stage, key, build)
+    return with_key(load(art.path), key), art.json('history.json')
+
+def cached_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
+    """(θ [D], history) of unconditional multitask (Algorithm 2) on `feats`: `fit_uncond_multitask` once, then loaded
+    onto the features' device. Its key, the features' key plus `multitask=cfg`, rides on θ (`theta.bundle`)."""
+    return _cached_stage('uncond_multitask', 'multitask', feats, cfg, fit_uncond_multitask,
+                         lambda th, out: save_tensors(out/'theta.safetensors', {'theta': th}),
+                         lambda p: load_theta(p/'theta.safetensors', feats.d, cfg.hidden, feats.device))
+
+def cached_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
+    """(θ [D], history) of MNet-MAML (Algorithm 3) on `feats`: `fit_mnet_maml` once, then loaded onto the features'
+    device. Its key, the features' key plus `maml=cfg`, rides on θ (`theta.bundle`)."""
+    return _cached_stage('mnet_maml', 'maml', feats, cfg, fit_mnet_maml,
+                         lambda th, out: save_tensors(out/'theta.safetensors', {'theta': th}),
+                         lambda p: load_theta(p/'theta.safetensors', feats.d, cfg.hidden, feats.device))
+
+def cached_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
+    """(H, history) of conditional multitask (Algorithm 5) on `feats`: `fit_cond_multitask` once, then the hypernetwork
+    loaded onto the features' device. Its key, the features' key plus `cond_multitask=cfg`, rides on H (`H.bundle`)."""
+    spec = _module_spec('hypernetwork', feats.d, cfg)
+    return _cached_stage('cond_multitask', 'cond_multitask', feats, cfg, fit_cond_multitask,
+                         lambda H, out: save_module(H, spec, out), lambda p: load_module(p, spec, feats.device))
+
+def cached_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, dict]:
+    """(model, history) of conditional multitask FiLM (Algorithm 6) on `feats`: `fit_cond_multitask_film` once, then
+    θ and the FiLM net loaded onto the features' device. Its key, the features' key plus `film=cfg`, rides on the model."""
+    spec = _module_spec('film', feats.d, cfg)
+    return _cached_stage('film', 'film', feats, cfg, fit_cond_multitask_film,
+                         lambda m, out: save_module(m, spec, out), lambda p: load_module(p, spec, feats.device))
+

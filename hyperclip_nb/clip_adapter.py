@@ -10,13 +10,14 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .configs import *
-from .clip_features import TaskBatch, Features
+from .clip_features import TaskBatch, Features, built_key, with_key
 
 # %% auto #0
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
            'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
            'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
-           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve']
+           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve',
+           'cached_oracle']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -183,3 +184,23 @@ def n_shot_curve(p0:torch.Tensor, tb:TaskBatch, decode=None, n_max:int=5, redraw
             accs.append(acc.mean().item())
         rows.append((float(np.mean(accs)), float(np.std(accs))))
     return {'n': list(range(n_max + 1)), 'mean': [m for m, _ in rows], 'std': [s for _, s in rows], 'n_tasks': len(tasks)}
+
+# %% ../nbs/04_clip_adapter.ipynb #8a9c8207
+def cached_oracle(feats:Features, cfg:AdapterConfig, seed:int=0) -> torch.Tensor:
+    """The oracle reference row: per-task query accuracy [N_test] of `oracle_finetune` on the meta-test tasks of `feats`
+    (identity adapter drawn with `seed`), computed once, then loaded onto the features' device. Its key, the features'
+    key plus `adapter=cfg.replace(seed=seed)`, rides on the tensor (`acc.bundle`)."""
+    key = built_key(feats, 'the features').extend(adapter=cfg.replace(seed=seed))
+    def build(bundle, out):
+        t0 = time.perf_counter()
+        acc = oracle_finetune(feats.tasks('meta_test'), cfg, seed=seed)
+        save_tensors(out/'accuracy.safetensors', {'accuracy': acc})
+        return {'seconds': time.perf_counter() - t0, 'mean_accuracy': acc.mean().item()}
+    path = load_or_build('oracle', key, build).file('accuracy.safetensors')
+    t, n = load_tensors(path, feats.device), len(feats.splits['meta_test'].questions)
+    if 'accuracy' not in t: raise DataError(f"{path}: lacks 'accuracy' (it holds {sorted(t)}); delete {path.parent} to rebuild")
+    if tuple(t['accuracy'].shape) != (n,):
+        raise DataError(f"{path}: accuracy has shape {tuple(t['accuracy'].shape)} but the features have {n} meta-test "
+                        f"tasks; delete {path.parent} to rebuild")
+    return with_key(t['accuracy'], key)
+

@@ -98,16 +98,16 @@ def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method'
 def _zero_shot_clip(run):
     tb = run.tasks()
     return ZeroShot(identity_adapter(len(tb), tb.d, run.cfgs['adapter'].hidden, generator=as_generator(run.seed, tb.xs.device)))
-def _oracle(run): return oracle_finetune(run.tasks(), run.cfgs['adapter'], seed=run.seed)
-def _uncond_multitask(run): return ZeroShot(fit_uncond_multitask(run.features(), run.cfgs['multitask'])[0])
-def _uncond_mnet_maml(run): return ZeroShot(fit_mnet_maml(run.features(), run.cfgs['maml'])[0])
+def _oracle(run): return run.oracle()
+def _uncond_multitask(run): return ZeroShot(run.uncond_multitask())
+def _uncond_mnet_maml(run): return ZeroShot(run.mnet_maml())
 
 def _cond_multitask(run):
-    H, _ = fit_cond_multitask(run.features(), run.cfgs['cond_multitask'])
+    H = run.cond_multitask()
     with torch.no_grad(): return ZeroShot(H(run.tasks().question))
 
 def _cond_multitask_film(run):
-    model, _ = fit_cond_multitask_film(run.features(), run.cfgs['film'])
+    model = run.film()
     with torch.no_grad(): return ZeroShot(model.film(run.tasks().question), model.decode)
 
 def _hnet_maml(conditional):

@@ -17,6 +17,8 @@ from .hyperclip import HyperClip, cached_hyperclip
 from .hyperldm import HyperLDM, cached_hyperldm
 from .metadiff import cached_metadiff
 from .bridge import Bridge, cached_bridge
+from .clip_adapter import cached_oracle
+from .baselines import FilmModel, cached_uncond_multitask, cached_mnet_maml, cached_cond_multitask, cached_film
 
 # %% auto #0
 __all__ = ['MetaVQASource', 'dataset_features', 'Run']
@@ -95,6 +97,26 @@ class Run:
     def tasks(self, split:str='meta_test') -> TaskBatch:
         "All tasks of `split` as one padded batch."
         return self.features().tasks(split)
+
+    def oracle(self) -> torch.Tensor:
+        "The oracle reference row: per-task meta-test accuracy [N_test] of fine-tuning an identity adapter on each task, `04_clip_adapter`."
+        return self._once('oracle', lambda: cached_oracle(self.features(), self.cfgs['adapter'], self.seed))
+
+    def uncond_multitask(self) -> torch.Tensor:
+        "The shared adapter θ [D] of unconditional multitask training (Algorithm 2), `05_baselines`."
+        return self._once('uncond_multitask', lambda: cached_uncond_multitask(self.features(), self.cfgs['multitask'])[0])
+
+    def mnet_maml(self) -> torch.Tensor:
+        "The adapter initialization θ [D] meta-learned by MNet-MAML (Algorithm 3), `05_baselines`."
+        return self._once('mnet_maml', lambda: cached_mnet_maml(self.features(), self.cfgs['maml'])[0])
+
+    def cond_multitask(self) -> torch.nn.Module:
+        "The hypernetwork H: question → adapter weights of conditional multitask training (Algorithm 5), `05_baselines`."
+        return self._once('cond_multitask', lambda: cached_cond_multitask(self.features(), self.cfgs['cond_multitask'])[0])
+
+    def film(self) -> FilmModel:
+        "θ and the FiLM net of conditional multitask FiLM (Algorithm 6), `05_baselines`."
+        return self._once('film', lambda: cached_film(self.features(), self.cfgs['film'])[0])
 
     def hnet(self, conditional:bool=False) -> HNet:
         "The meta-learned HNet (Algorithm 4; Algorithm 7 when `conditional`), `06_hypernet`."
