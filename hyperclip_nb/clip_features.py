@@ -17,6 +17,7 @@ from .training import Draws, TrainLog, train_loop
 from .configs import *
 from .tasks import Task, TaskSplit, MetaDataset
 from . import meta_shapes as ms
+from . import meta_shapes_v1 as ms1   # the 0.2.0 world
 
 # %% auto #0
 __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'CLIP_MAX_NORM', 'N_COUNT_HEADS', 'to_uint8', 'normalize_images',
@@ -94,11 +95,11 @@ class ClosedVocabTokenizer:
 def metashapes_texts() -> list[str]:
     "Every sentence form of the Meta-Shapes world: questions, filled templates, and each object description."
     out = []
-    for fam in ms.FAMILIES:
+    for fam in ms1.FAMILIES:
         for ref in fam.referents():
             out.append(fam.question_for(ref))
             out += [fam.template_for(ref).replace('{}', a) for a in fam.answers]
-    objs = [ms.Obj(*v) for v in itertools.product(ms.SHAPES, ms.COLOURS, ms.SIZES, ms.POSITIONS)]
+    objs = [ms.Obj(*v) for v in itertools.product(ms1.SHAPES, ms1.COLOURS, ms.SIZES, ms1.POSITIONS)]
     out += [o.describe() + ', and' for o in objs]
     return out
 
@@ -108,31 +109,31 @@ SLOT_ATTRS = ('shape', 'colour', 'size')
 def pretraining_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torch.Tensor, list]:
     "(uint8 images [n_scenes, 3, R, R], scenes) for training the tiny CLIP."
     rng = random.Random(cfg.seed + 7919)
-    scenes = [ms.random_scene(rng) for _ in range(cfg.n_scenes)]
-    imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter), cfg.image_size)
+    scenes = [ms1.random_scene(rng) for _ in range(cfg.n_scenes)]
+    imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter, grid=2), cfg.image_size)
                         for s in progress(scenes, desc='rendering CLIP scenes')])
     return imgs, scenes
 
 def scene_slots(scenes:list) -> torch.Tensor:
     "Slots [N, 4, 3] long (a CPU tensor, like the rendered images): per quadrant (in `POSITIONS` order) the shape, colour and size index of its object, -1 if empty."
-    out = torch.full((len(scenes), len(ms.POSITIONS), len(SLOT_ATTRS)), -1, dtype=torch.long, device='cpu')
+    out = torch.full((len(scenes), len(ms1.POSITIONS), len(SLOT_ATTRS)), -1, dtype=torch.long, device='cpu')
     for n, s in enumerate(scenes):
-        for o in s: out[n, ms.POSITIONS.index(o.pos)] = torch.tensor([ms.ATTRIBUTES[a].index(o.get(a)) for a in SLOT_ATTRS], device='cpu')
+        for o in s: out[n, ms1.POSITIONS.index(o.pos)] = torch.tensor([ms1.ATTRIBUTES[a].index(o.get(a)) for a in SLOT_ATTRS], device='cpu')
     return out
 
-def n_conjunctions() -> int: return len(ms.SHAPES) * len(ms.COLOURS) * len(ms.SIZES) + 1
+def n_conjunctions() -> int: return len(ms1.SHAPES) * len(ms1.COLOURS) * len(ms.SIZES) + 1
 
 def conjunction_labels(slots:torch.Tensor) -> torch.Tensor:
     "Per quadrant the class of its (shape, colour, size) triple, or `n_conjunctions() - 1` if empty: [N, 4]."
     s, c, z = slots.unbind(-1)
-    return torch.where(s >= 0, (s * len(ms.COLOURS) + c) * len(ms.SIZES) + z, n_conjunctions() - 1)
+    return torch.where(s >= 0, (s * len(ms1.COLOURS) + c) * len(ms.SIZES) + z, n_conjunctions() - 1)
 
 def count_labels(slots:torch.Tensor, max_count:int=3) -> torch.Tensor:
     "How many objects (0..max_count) have each shape, colour and size, and each colour-shape pair: [N, 5+6+3+30]."
     s, c, z = slots.unbind(-1)
-    cols = [(s == k) for k in range(len(ms.SHAPES))] + [(c == k) for k in range(len(ms.COLOURS))]
+    cols = [(s == k) for k in range(len(ms1.SHAPES))] + [(c == k) for k in range(len(ms1.COLOURS))]
     cols += [(z == k) for k in range(len(ms.SIZES))]
-    cols += [(c == j) & (s == k) for j in range(len(ms.COLOURS)) for k in range(len(ms.SHAPES))]
+    cols += [(c == j) & (s == k) for j in range(len(ms1.COLOURS)) for k in range(len(ms1.SHAPES))]
     return torch.stack([m.sum(1) for m in cols], 1).clamp(max=max_count)
 
 def statement_truth(slots:torch.Tensor,   # [N, 4, 3] from `scene_slots`
@@ -140,19 +141,19 @@ def statement_truth(slots:torch.Tensor,   # [N, 4, 3] from `scene_slots`
     "bool [N]: is 'the answer to `fam`'s question about `ref` is `answer`' true of each scene? (`ms.answer`, vectorised)"
     hit = slots[..., 0] >= 0                                   # [N, 4] quadrants whose object matches the referent
     for k, v in ref.items():
-        if k == 'pos': hit = hit & (torch.arange(len(ms.POSITIONS), device=slots.device) == ms.POSITIONS.index(v))
-        else: hit = hit & (slots[..., SLOT_ATTRS.index(k)] == ms.ATTRIBUTES[k].index(v))
+        if k == 'pos': hit = hit & (torch.arange(len(ms1.POSITIONS), device=slots.device) == ms1.POSITIONS.index(v))
+        else: hit = hit & (slots[..., SLOT_ATTRS.index(k)] == ms1.ATTRIBUTES[k].index(v))
     n = hit.sum(1)
     if fam.asks == 'count': return n == int(answer)
-    if fam.asks == 'pos': return (n == 1) & hit[:, ms.POSITIONS.index(answer)]
-    val = slots[..., SLOT_ATTRS.index(fam.asks)] == ms.ATTRIBUTES[fam.asks].index(answer)
+    if fam.asks == 'pos': return (n == 1) & hit[:, ms1.POSITIONS.index(answer)]
+    val = slots[..., SLOT_ATTRS.index(fam.asks)] == ms1.ATTRIBUTES[fam.asks].index(answer)
     return (n == 1) & (hit & val).any(1)
 
 def sample_statement(scene:list, rng:random.Random, questions:set, tries:int=30):
     "(family, referent, answer) of a random question in `questions` that is well posed on `scene`, or None."
     for _ in range(tries):
-        fam = rng.choice(ms.FAMILIES)
-        ref = {a: rng.choice(ms.ATTRIBUTES[a]) for a in fam.referent}
+        fam = rng.choice(ms1.FAMILIES)
+        ref = {a: rng.choice(ms1.ATTRIBUTES[a]) for a in fam.referent}
         if rng.random() < 0.7:   # mostly about an object that is there
             o = rng.choice(scene); ref = {a: o.get(a) for a in fam.referent}
         if fam.question_for(ref) not in questions: continue
@@ -241,7 +242,7 @@ def tune_text_tower(model, emb:torch.Tensor, slots:torch.Tensor, scenes:list, to
         texts, stmts = [], []
         for i in idx.tolist():
             st = sample_statement(scenes[i], rng, questions) if rng.random() >= cfg.p_caption else None
-            texts.append(say(*st, cfg.statement_form) if st else ms.caption(scenes[i], rng)); stmts.append(st)
+            texts.append(say(*st, cfg.statement_form) if st else ms1.caption(scenes[i], rng)); stmts.append(st)
         if cfg.hard_negatives:
             for fam, ref, a in [st for st in stmts if st]:
                 wrong = (fam, ref, rng.choice([x for x in fam.answers if x != a]))
@@ -268,7 +269,7 @@ def train_tiny_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, device:str|tor
                           f"use the {'v1' if want == 'v1' else 'default'} preset of both configs")
     set_seed(cfg.seed); g = as_generator(cfg.seed, dev); rng = random.Random(cfg.seed)
     if cfg.recipe == 'captions': return _train_on_captions(cfg, data_cfg, g, rng)
-    train_q, _ = ms.split_questions(data_cfg)
+    train_q, _ = ms1.split_questions(data_cfg)
     questions = {f.question_for(r) for f, r in train_q}
     tok = ClosedVocabTokenizer.from_texts(metashapes_texts(), cfg.context_length)
     imgs, scenes = pretraining_pool(cfg, data_cfg)
@@ -305,30 +306,30 @@ def _train_on_captions(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig, g:torch.Gen
 def metashapes2_texts() -> list[str]:
     "Texts that fix the closed vocabulary of Meta-Shapes 2: its questions and prompts, captions of every style, and numbers."
     rng = random.Random(0)
-    caps = [ms.caption2(ms.random_scene2(rng), rng, st) for _ in range(300) for st in ms.CAPTION_STYLES]
-    return sorted(ms.forbidden_texts()) + caps + list(ms.NUMBER_WORDS) + [str(i) for i in range(10)] + [ms.plural(s) for s in ms.SHAPES2]
+    caps = [ms.caption(ms.random_scene(rng), rng, st) for _ in range(300) for st in ms.CAPTION_STYLES]
+    return sorted(ms.forbidden_texts()) + caps + list(ms.NUMBER_WORDS) + [str(i) for i in range(10)] + [ms.plural(s) for s in ms.SHAPES]
 
 def caption_pool(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig) -> tuple[torch.Tensor, list]:
     "(uint8 images [n_scenes, 3, R, R], scenes) of Meta-Shapes 2's scene prior, seeded by the CLIP's seed, not the world's."
     rng = random.Random(f'{cfg.seed}:clip-pool')
-    scenes = [ms.random_scene2(rng, data_cfg.n_objects, data_cfg.p_palette) for _ in range(cfg.n_scenes)]
+    scenes = [ms.random_scene(rng, data_cfg.n_objects, data_cfg.p_palette) for _ in range(cfg.n_scenes)]
     imgs = torch.stack([to_uint8(ms.render_scene(s, data_cfg.image_size, random.Random(f'{cfg.seed}:clip:{i}'), jitter=data_cfg.jitter, grid=3), cfg.image_size)
                         for i, s in enumerate(progress(scenes, desc='rendering CLIP scenes'))])
     return imgs, scenes
 
-N_COUNT_HEADS = len(ms.SHAPES2) + len(ms.COLOURS2) + len(ms.SIZES) + len(ms.COLOURS2) * len(ms.SHAPES2)
+N_COUNT_HEADS = len(ms.SHAPES) + len(ms.COLOURS) + len(ms.SIZES) + len(ms.COLOURS) * len(ms.SHAPES)
 
 def grid_targets(slots:torch.Tensor) -> torch.Tensor:
     "How many objects (0..5) have each shape, colour and size, and each colour-shape pair: [N, 65], from Meta-Shapes 2 slots [N, 9, 3]."
     s, c, z = slots.unbind(-1)
-    cols = [(s == k) for k in range(len(ms.SHAPES2))] + [(c == k) for k in range(len(ms.COLOURS2))] + [(z == k) for k in range(len(ms.SIZES))]
-    cols += [(c == j) & (s == k) for j in range(len(ms.COLOURS2)) for k in range(len(ms.SHAPES2))]
-    return torch.stack([m.sum(1) for m in cols], 1).clamp(max=len(ms.COUNTS2) - 1)
+    cols = [(s == k) for k in range(len(ms.SHAPES))] + [(c == k) for k in range(len(ms.COLOURS))] + [(z == k) for k in range(len(ms.SIZES))]
+    cols += [(c == j) & (s == k) for j in range(len(ms.COLOURS)) for k in range(len(ms.SHAPES))]
+    return torch.stack([m.sum(1) for m in cols], 1).clamp(max=len(ms.COUNTS) - 1)
 
 def pretrain_grid_tower(model, imgs:torch.Tensor, slots:torch.Tensor, cfg:ClipConfig, g:torch.Generator, n_train:int) -> dict:
     """Stage 1 for Meta-Shapes 2: train `model.visual` to read, from its unit-norm image vector, each cell's shape (or
     empty), colour and size, and the counts of `grid_targets`."""
-    cells, ns, nc, nz, K = slots.shape[1], len(ms.SHAPES2) + 1, len(ms.COLOURS2), len(ms.SIZES), len(ms.COUNTS2)
+    cells, ns, nc, nz, K = slots.shape[1], len(ms.SHAPES) + 1, len(ms.COLOURS), len(ms.SIZES), len(ms.COUNTS)
     per = ns + nc + nz
     with torch.device(imgs.device): head = torch.nn.Linear(cfg.embed_dim, cells * per + N_COUNT_HEADS * K)
     params = list(model.visual.parameters()) + list(head.parameters())
@@ -363,7 +364,7 @@ def tune_text_on_captions(model, emb:torch.Tensor, scenes:list, tok, cfg:ClipCon
     def loss_fn(idx):
         texts = []
         for i in idx.tolist():
-            while (c := ms.caption2(scenes[i], rng)) in forbidden: hist['redrawn'] += 1
+            while (c := ms.caption(scenes[i], rng)) in forbidden: hist['redrawn'] += 1
             texts.append(c)
         return clip_loss(emb[idx], encode_text_grouped(model, tok(texts).to(emb.device)), model.logit_scale.exp().clamp(max=100))
     model.transformer.train()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from .core import *
 from . import meta_shapes as ms
+from . import meta_shapes_v1 as ms1   # the 0.2.0 world
 from .clip_features import load_clip, encode_texts, to_uint8, normalize_images
 from .clip_adapter import adapter_logits, identity_adapter
 from .hyperclip import HyperClip, guide
@@ -49,9 +50,9 @@ class UnknownWordsError(DemoInputError):
         super().__init__(
             f"the CLIP text encoder does not know the word{'s' if len(self.words) > 1 else ''} "
             f"{', '.join(map(repr, self.words))} in the {where}. The tiny CLIP knows only the words of Meta-Shapes "
-            f"questions and prompts: shapes ({', '.join(ms.SHAPES2)}), colours ({', '.join(ms.COLOURS2)}), sizes "
-            f"({', '.join(ms.SIZES)}), positions ({', '.join(ms.GRID2)}), relations ({', '.join(ms.RELATIONS)}) "
-            f"and counts ({', '.join(ms.COUNTS2)}); in the v1 world, positions are the four quadrants")
+            f"questions and prompts: shapes ({', '.join(ms.SHAPES)}), colours ({', '.join(ms.COLOURS)}), sizes "
+            f"({', '.join(ms.SIZES)}), positions ({', '.join(ms.GRID)}), relations ({', '.join(ms.RELATIONS)}) "
+            f"and counts ({', '.join(ms.COUNTS)}); in the v1 world, positions are the four quadrants")
 
 def check_vocabulary(tok, text:str, where:str='question'):
     "Raise `UnknownWordsError` naming the words of `text` that `tok` cannot encode (only closed-vocabulary tokenizers can fail)."
@@ -89,9 +90,9 @@ class DemoState:
         return _STATES[key]
 
 # %% ../nbs/14_demo.ipynb #d9a95f26
-def _demo_images_v2(found, n:int, rng:random.Random, data_cfg:ms.MetaShapesConfig) -> tuple[list, list|None]:
+def _demo_images(found, n:int, rng:random.Random, data_cfg:ms.MetaShapesConfig) -> tuple[list, list|None]:
     "Meta-Shapes 2: scenes from the world's prior; for a known question, drawn until every answer that turns up has its share."
-    draw = lambda: ms.random_scene2(rng, data_cfg.n_objects, data_cfg.p_palette)
+    draw = lambda: ms.random_scene(rng, data_cfg.n_objects, data_cfg.p_palette)
     if found is None: scenes, truths = [draw() for _ in range(n)], None
     else:
         fam, ref = found; by = {}
@@ -111,15 +112,15 @@ def demo_images(question:str, n:int=12, seed:int=0, data_cfg:ms.MetaShapesConfig
     q = normalize_question(question)
     rng = random.Random(f'demo:{seed}:{q}')             # string seeds hash with sha512: the same draw in every process
     found = find_family(q, data_cfg.world)
-    if data_cfg.world == 'v2': return _demo_images_v2(found, n, rng, data_cfg)
-    if found is None: scenes, truths = [ms.random_scene(rng, data_cfg.n_objects) for _ in range(n)], None
+    if data_cfg.world == 'v2': return _demo_images(found, n, rng, data_cfg)
+    if found is None: scenes, truths = [ms1.random_scene(rng, data_cfg.n_objects) for _ in range(n)], None
     else:
         fam, ref = found
         labels = [i % len(fam.answers) for i in range(n)]; rng.shuffle(labels)   # every answer about equally often
         truths = [fam.answers[y] for y in labels]
-        scenes = [ms.sample_scene(fam, ref, a, rng, data_cfg.n_objects, data_cfg.p_hard) for a in truths]
+        scenes = [ms1.sample_scene(fam, ref, a, rng, data_cfg.n_objects, data_cfg.p_hard) for a in truths]
         assert all(ms.answer(fam, ref, s) == a for s, a in zip(scenes, truths))
-    return [ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter) for s in scenes], truths
+    return [ms.render_scene(s, data_cfg.image_size, rng, jitter=data_cfg.jitter, grid=2) for s in scenes], truths
 
 @torch.no_grad()
 def encode_pil(state:DemoState, images:list) -> torch.Tensor:

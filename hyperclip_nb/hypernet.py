@@ -19,7 +19,7 @@ from .clip_features import Features, TaskBatch, Bundle, built_key, with_key
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
 from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, task_loss,
                                     clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)
-from .meta_shapes import FAMILY_BY_NAME
+from .meta_shapes_v1 import FAMILY_BY_NAME
 
 # %% auto #0
 __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',

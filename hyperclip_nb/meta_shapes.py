@@ -4,8 +4,8 @@
 
 # %% ../nbs/01_meta_shapes.ipynb #892f515d
 from __future__ import annotations
-# Over 300 lines for a reason: one world in two versions: vocabulary, question families, scenes, captions, rendering, the task planner
-# and the builder all read the same definitions (and v1 stays a preset); split, one world would be spread over modules.
+# Over 300 lines for a reason: vocabulary, question families, scenes, captions, rendering, the task planner and the builder
+# all read the same definitions; split, one world would be spread over modules (the 0.2.0 world is meta_shapes_v1).
 import json, math, random, itertools, hashlib, os, sys, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -16,37 +16,25 @@ from .core import *
 from .tasks import Task, TaskSplit, MetaDataset, write_split, load_dataset
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'COUNTS', 'ATTRIBUTES', 'SHAPES2', 'COLOURS2', 'GRID2', 'COUNTS2',
-           'RELATIONS', 'REL_STEP', 'VOCAB', 'GRID', 'ALL_COLOURS', 'FAMILIES', 'FAMILY_BY_NAME', 'FAMILIES2',
-           'FAMILY_BY_NAME2', 'FAMILIES_OF', 'SLOT_ATTRS', 'NUMBER_WORDS', 'CAPTION_STYLES', 'VQA_MIN_PAIRS', 'plural',
-           'Obj', 'Family', 'family_named', 'answer', 'sample_scene', 'random_scene2', 'scene_slots', 'answers_vec',
-           'render_scene', 'caption', 'qa_sentence', 'random_scene', 'caption2', 'forbidden_texts', 'MetaShapesConfig',
-           'split_questions', 'water_fill', 'PlannedTask', 'WorldPlan', 'plan_world', 'question_index',
-           'split_violations', 'render_workers', 'build_meta_shapes', 'load_scenes', 'meta_shapes',
-           'answer_set_sharing', 'show_task']
-
-# %% ../nbs/01_meta_shapes.ipynb #0be0d6b6
-SHAPES = ('square', 'circle', 'triangle', 'cross', 'diamond')
-COLOURS = {'red': (220, 40, 40), 'green': (40, 190, 60), 'blue': (50, 90, 230),
-           'yellow': (235, 215, 40), 'purple': (150, 60, 200), 'orange': (245, 140, 30)}
-SIZES = ('small', 'medium', 'large')
-POSITIONS = ('top left', 'top right', 'bottom left', 'bottom right')
-COUNTS = ('1', '2', '3')
-ATTRIBUTES = {'shape': SHAPES, 'colour': tuple(COLOURS), 'size': SIZES, 'pos': POSITIONS}
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'GRID', 'COUNTS', 'RELATIONS', 'REL_STEP', 'VOCAB', 'GRID_SIDE', 'FAMILIES',
+           'FAMILY_BY_NAME', 'FAMILIES_OF', 'SLOT_ATTRS', 'NUMBER_WORDS', 'CAPTION_STYLES', 'VQA_MIN_PAIRS', 'plural',
+           'Obj', 'Family', 'families_of', 'family_named', 'answer', 'random_scene', 'scene_slots', 'answers_vec',
+           'render_scene', 'caption', 'forbidden_texts', 'MetaShapesConfig', 'water_fill', 'PlannedTask', 'WorldPlan',
+           'plan_world', 'question_index', 'split_violations', 'render_workers', 'build_meta_shapes', 'load_scenes',
+           'meta_shapes', 'register_world', 'answer_set_sharing', 'show_task']
 
 # %% ../nbs/01_meta_shapes.ipynb #bc938f1a
-SHAPES2 = ('square', 'circle', 'triangle', 'cross', 'diamond', 'star')
-COLOURS2 = {'red': (220, 40, 40), 'orange': (245, 140, 30), 'yellow': (235, 215, 40), 'green': (40, 190, 60),
-            'cyan': (40, 205, 215), 'blue': (50, 90, 230), 'purple': (150, 60, 200), 'white': (235, 235, 235)}
-GRID2 = ('top left', 'top middle', 'top right', 'middle left', 'center', 'middle right',
-         'bottom left', 'bottom middle', 'bottom right')
-COUNTS2 = ('0', '1', '2', '3', '4', '5')
+SHAPES = ('square', 'circle', 'triangle', 'cross', 'diamond', 'star')
+COLOURS = {'red': (220, 40, 40), 'orange': (245, 140, 30), 'yellow': (235, 215, 40), 'green': (40, 190, 60),
+           'cyan': (40, 205, 215), 'blue': (50, 90, 230), 'purple': (150, 60, 200), 'white': (235, 235, 235)}
+SIZES = ('small', 'medium', 'large')
+GRID = ('top left', 'top middle', 'top right', 'middle left', 'center', 'middle right',
+        'bottom left', 'bottom middle', 'bottom right')
+COUNTS = ('0', '1', '2', '3', '4', '5')
 RELATIONS = ('left of', 'right of', 'above', 'below')
 REL_STEP = {'left of': (-1, 0), 'right of': (1, 0), 'above': (0, -1), 'below': (0, 1)}   # anchor's cell -> the asked object's cell
-VOCAB = {'v1': {**ATTRIBUTES, 'count': COUNTS},
-         'v2': {'shape': SHAPES2, 'colour': tuple(COLOURS2), 'size': SIZES, 'pos': GRID2, 'count': COUNTS2, 'rel': RELATIONS}}
-GRID = {'v1': 2, 'v2': 3}           # cells per side
-ALL_COLOURS = {**COLOURS, **COLOURS2}
+VOCAB = {'v2': {'shape': SHAPES, 'colour': tuple(COLOURS), 'size': SIZES, 'pos': GRID, 'count': COUNTS, 'rel': RELATIONS}}
+GRID_SIDE = {'v2': 3}           # cells per side
 
 def plural(shape:str) -> str:
     "The plural of a shape name: 'crosses', 'stars'."
@@ -73,7 +61,7 @@ class Family:
     asks: str                   # 'shape' | 'colour' | 'size' | 'pos' | 'count'
     question: str               # pattern with {shape}, {colour}, {size}, {pos}, {rel}
     template: str               # declarative prompt pattern; '{}' is the answer slot
-    world: str = 'v1'           # 'v1' or 'v2': which vocabulary the slots and answers draw from
+    world: str = 'v2'           # which world's vocabulary (`VOCAB`) the slots and answers draw from
 
     @property
     def answers(self) -> tuple[str, ...]: return VOCAB[self.world][self.asks]
@@ -94,35 +82,8 @@ class Family:
     def question_for(self, ref:dict) -> str: return self._fill(self.question, ref)
     def template_for(self, ref:dict) -> str: return self._fill(self.template, ref)
 
-FAMILIES = (
-    Family('colour_of_shape',       ('shape',),          'colour', 'what colour is the {shape}?',              'the {shape} is {}'),
-    Family('colour_of_size_shape',  ('size', 'shape'),   'colour', 'what colour is the {size} {shape}?',       'the {size} {shape} is {}'),
-    Family('colour_at_pos',         ('pos',),            'colour', 'what colour is the object at the {pos}?',  'the object at the {pos} is {}'),
-    Family('shape_of_colour',       ('colour',),         'shape',  'what shape is the {colour} object?',       'the {colour} object is a {}'),
-    Family('shape_of_size_colour',  ('size', 'colour'),  'shape',  'what shape is the {size} {colour} object?', 'the {size} {colour} object is a {}'),
-    Family('shape_at_pos',          ('pos',),            'shape',  'what shape is at the {pos}?',              'the object at the {pos} is a {}'),
-    Family('size_of_colour_shape',  ('colour', 'shape'), 'size',   'what size is the {colour} {shape}?',       'the {colour} {shape} is {}'),
-    Family('size_at_pos',           ('pos',),            'size',   'what size is the object at the {pos}?',    'the object at the {pos} is {}'),
-    Family('where_shape',           ('shape',),          'pos',    'where is the {shape}?',                    'the {shape} is at the {}'),
-    Family('where_colour',          ('colour',),         'pos',    'where is the {colour} object?',            'the {colour} object is at the {}'),
-    Family('where_colour_shape',    ('colour', 'shape'), 'pos',    'where is the {colour} {shape}?',           'the {colour} {shape} is at the {}'),
-    Family('count_shape',           ('shape',),          'count',  'how many {shape}s are there?',             'there are {} {shape}s'),
-    Family('count_colour',          ('colour',),         'count',  'how many {colour} objects are there?',     'there are {} {colour} objects'),
-    Family('count_size',            ('size',),           'count',  'how many {size} objects are there?',       'there are {} {size} objects'),
-    Family('count_colour_shape',    ('colour', 'shape'), 'count',  'how many {colour} {shape}s are there?',    'there are {} {colour} {shape}s'),
-    Family('colour_of_size',        ('size',),           'colour', 'what colour is the {size} object?',        'the {size} object is {}'),
-    Family('colour_of_shape_at_pos', ('shape', 'pos'),   'colour', 'what colour is the {shape} at the {pos}?', 'the {shape} at the {pos} is {}'),
-    Family('shape_of_size',         ('size',),           'shape',  'what shape is the {size} object?',         'the {size} object is a {}'),
-    Family('size_of_shape',         ('shape',),          'size',   'what size is the {shape}?',                'the {shape} is {}'),
-    Family('size_of_colour',        ('colour',),         'size',   'what size is the {colour} object?',        'the {colour} object is {}'),
-    Family('where_size_shape',      ('size', 'shape'),   'pos',    'where is the {size} {shape}?',             'the {size} {shape} is at the {}'),
-    Family('where_size_colour',     ('size', 'colour'),  'pos',    'where is the {size} {colour} object?',     'the {size} {colour} object is at the {}'),
-    Family('count_size_shape',      ('size', 'shape'),   'count',  'how many {size} {shape}s are there?',      'there are {} {size} {shape}s'),
-)
-FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
-
 # %% ../nbs/01_meta_shapes.ipynb #2eb8285d
-def _fams2():
+def _fams():
     "Meta-Shapes 2's question families: every referent a caption could name, asking each attribute, a count or a place."
     F = lambda *a: Family(*a, world='v2')
     refs = {'shape': ('{shape}', 'the {shape}'), 'colour': ('{colour} object', 'the {colour} object'),
@@ -157,13 +118,19 @@ def _fams2():
                      f'the object {{rel}} the {{colour}} {{shape}} is {art}{{}}'))
     return tuple(out)
 
-FAMILIES2 = _fams2()
-FAMILY_BY_NAME2 = {f.name: f for f in FAMILIES2}
-FAMILIES_OF = {'v1': FAMILIES, 'v2': FAMILIES2}
+FAMILIES = _fams()
+FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+FAMILIES_OF = {'v2': FAMILIES}
 
-def family_named(name:str, world:str='v1') -> Family:
+def families_of(world:str) -> tuple:
+    "The question families of `world`; a `ConfigError` for a world no module has registered."
+    if world not in FAMILIES_OF:
+        raise ConfigError(f"world {world!r} is not registered (known: {sorted(FAMILIES_OF)}); 'v1' registers itself when hyperclip_nb.meta_shapes_v1 is imported")
+    return FAMILIES_OF[world]
+
+def family_named(name:str, world:str='v2') -> Family:
     "The family `name` of `world` (family names repeat across the two worlds)."
-    by = FAMILY_BY_NAME if world == 'v1' else FAMILY_BY_NAME2
+    by = {f.name: f for f in families_of(world)}
     if name not in by: raise DataError(f"world {world!r} has no question family {name!r}; valid: {sorted(by)}")
     return by[name]
 
@@ -175,7 +142,7 @@ def answer(family, ref, scene):
     hits = [o for o in scene if o.matches(plain)]
     if 'rel' in ref:
         if len(hits) != 1: return None
-        g = GRID[family.world]; i = v['pos'].index(hits[0].pos); dx, dy = REL_STEP[ref['rel']]
+        g = GRID_SIDE[family.world]; i = v['pos'].index(hits[0].pos); dx, dy = REL_STEP[ref['rel']]
         x, y = i % g + dx, i // g + dy
         if not (0 <= x < g and 0 <= y < g): return None
         hits = [o for o in scene if o.pos == v['pos'][y * g + x]]
@@ -183,57 +150,16 @@ def answer(family, ref, scene):
     if family.asks == 'count': return str(len(hits)) if str(len(hits)) in v['count'] else None
     return hits[0].get(family.asks) if len(hits) == 1 else None
 
-# %% ../nbs/01_meta_shapes.ipynb #ca497142
-def _random_obj(rng:random.Random, pos:str, fixed:dict|None=None) -> Obj:
-    d = {a: rng.choice(vals) for a, vals in ATTRIBUTES.items() if a != 'pos'}
-    d.update(fixed or {}); d['pos'] = pos
-    return Obj(**d)
-
-def _vary(rng:random.Random, ref:dict, keep_all_but:str) -> dict:
-    "The referent with attribute `keep_all_but` changed to another value."
-    d = dict(ref); d[keep_all_but] = rng.choice([v for v in ATTRIBUTES[keep_all_but] if v != ref[keep_all_but]])
-    return d
-
-def sample_scene(family:Family, ref:dict, target:str, rng:random.Random, n_objects=(2, 3), p_hard:float=0.6,
-                 max_tries:int=200) -> list[Obj]:
-    "A scene on which `family`'s question with referent `ref` is well posed and answers `target`."
-    lo, hi = n_objects
-    for _ in range(max_tries):
-        n = rng.randint(lo, hi)
-        positions = rng.sample(POSITIONS, n)
-        if 'pos' in ref:   # the referent fixes the target's quadrant
-            if ref['pos'] not in positions: positions[0] = ref['pos']
-            positions.remove(ref['pos']); positions.insert(0, ref['pos'])
-        if family.asks == 'pos':
-            if target not in positions: positions[0] = target
-            positions.remove(target); positions.insert(0, target)
-        n_targets = int(target) if family.asks == 'count' else 1
-        if n_targets > n: continue
-        scene = []
-        for i in range(n_targets):
-            fixed = {k: v for k, v in ref.items() if k != 'pos'}
-            if family.asks not in ('count', 'pos'): fixed[family.asks] = target
-            scene.append(_random_obj(rng, positions[i], fixed))
-        for p in positions[n_targets:]:
-            free = [a for a in ref if a != 'pos']
-            if free and rng.random() < p_hard:
-                scene.append(_random_obj(rng, p, _vary(rng, {a: ref[a] for a in free}, rng.choice(free))))
-            else: scene.append(_random_obj(rng, p))
-        if answer(family, ref, scene) == target:
-            rng.shuffle(scene)
-            return scene
-    raise RuntimeError(f"could not sample a scene for {family.question_for(ref)!r} = {target!r}")
-
 # %% ../nbs/01_meta_shapes.ipynb #43a273b7
-def random_scene2(rng:random.Random, n_objects=(1, 3), p_palette:float=0.5) -> list:
+def random_scene(rng:random.Random, n_objects=(1, 3), p_palette:float=0.5) -> list:
     """A Meta-Shapes 2 scene: 1–3 objects (by default) in distinct cells of the 3×3 grid. With probability `p_palette` the scene
     draws its colours from 1–2 colours and its shapes from 1–2 shapes, so that repeated objects (counts of 2 and 3,
     'the red square' among red circles) are common, as in photographs of sets of things."""
     n = rng.randint(*n_objects)
-    shapes, colours = SHAPES2, tuple(COLOURS2)
+    shapes, colours = SHAPES, tuple(COLOURS)
     if rng.random() < p_palette:
-        shapes = tuple(rng.sample(SHAPES2, rng.randint(1, 2))); colours = tuple(rng.sample(colours, rng.randint(1, 2)))
-    return [Obj(rng.choice(shapes), rng.choice(colours), rng.choice(SIZES), p) for p in rng.sample(GRID2, n)]
+        shapes = tuple(rng.sample(SHAPES, rng.randint(1, 2))); colours = tuple(rng.sample(colours, rng.randint(1, 2)))
+    return [Obj(rng.choice(shapes), rng.choice(colours), rng.choice(SIZES), p) for p in rng.sample(GRID, n)]
 
 SLOT_ATTRS = ('shape', 'colour', 'size')
 
@@ -246,7 +172,7 @@ def scene_slots(scenes, world='v2') -> np.ndarray:
     return out
 
 def _neighbours(world, rel):
-    g = GRID[world]; dx, dy = REL_STEP[rel]
+    g = GRID_SIDE[world]; dx, dy = REL_STEP[rel]
     return np.array([((i // g + dy) * g + i % g + dx) if (0 <= i % g + dx < g and 0 <= i // g + dy < g) else -1
                      for i in range(g * g)])
 
@@ -289,12 +215,12 @@ def _shape_points(shape, cx, cy, r):
     raise ValueError(shape)
 
 def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:int=4, jitter:float=0.3,
-                 grid:int=2) -> Image.Image:
-    """Render a scene as an RGB image of `size`×`size` pixels on a `grid`×`grid` layout of cells (2: Meta-Shapes'
-    quadrants, 3: Meta-Shapes 2's grid); objects move by up to `jitter` of their cell's free space."""
+                 grid:int=3) -> Image.Image:
+    """Render a scene as an RGB image of `size`×`size` pixels on a `grid`×`grid` layout of cells (3: this world's
+    grid, 2: the quadrants of v1); objects move by up to `jitter` of their cell's free space."""
     rng = rng or random.Random(0)
     S = size * ss; q = S / grid
-    names = POSITIONS if grid == 2 else GRID2
+    names = {GRID_SIDE[w]: VOCAB[w]['pos'] for w in VOCAB}[grid]   # the cell names of the world on this grid
     bg = tuple(int(20 + rng.random() * 25) for _ in range(3))
     im = Image.new('RGB', (S, S), bg); dr = ImageDraw.Draw(im)
     for o in scene:
@@ -302,40 +228,14 @@ def render_scene(scene:list[Obj], size:int=48, rng:random.Random|None=None, ss:i
         r = _SIZE_FRAC[o.size] * q / 2 * (1 + 0.06 * (rng.random() - 0.5))
         slack = (q / 2 - r) * jitter
         cx = gx * q + q / 2 + (rng.random() - 0.5) * slack; cy = gy * q + q / 2 + (rng.random() - 0.5) * slack
-        col = tuple(int(min(255, max(0, c + rng.randint(-18, 18)))) for c in ALL_COLOURS[o.colour])
+        col = tuple(int(min(255, max(0, c + rng.randint(-18, 18)))) for c in COLOURS[o.colour])   # v1's colours are among these
         if o.shape == 'circle': dr.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
         elif o.shape == 'square': dr.rectangle([cx - r * 0.85, cy - r * 0.85, cx + r * 0.85, cy + r * 0.85], fill=col)
         else: dr.polygon(_shape_points(o.shape, cx, cy, r), fill=col)
     return im.resize((size, size), Image.LANCZOS)
 
-# %% ../nbs/01_meta_shapes.ipynb #f0fcc4b5
-def caption(scene:list[Obj], rng:random.Random) -> str:
-    "A caption listing the scene's objects in random order."
-    objs = list(scene); rng.shuffle(objs)
-    parts = [o.describe() for o in objs]
-    return (', '.join(parts[:-1]) + ' and ' + parts[-1]) if len(parts) > 1 else parts[0]
-
-def qa_sentence(scene:list[Obj], rng:random.Random, families=FAMILIES, questions:set|None=None, tries:int=20) -> str|None:
-    "A random well-posed question about the scene followed by its answer (restricted to `questions` if given)."
-    for _ in range(tries):
-        fam = rng.choice(families)
-        ref = {a: rng.choice(ATTRIBUTES[a]) for a in fam.referent}
-        if rng.random() < 0.7:   # mostly ask about an object that is there
-            o = rng.choice(scene); ref = {a: o.get(a) for a in fam.referent}
-        q = fam.question_for(ref)
-        if questions is not None and q not in questions: continue
-        if (a := answer(fam, ref, scene)) is not None: return f"{q} {a}"
-    return None
-
-def random_scene(rng:random.Random, n_objects=(1, 4)) -> list[Obj]:
-    "An unconstrained scene of 1–4 objects in distinct quadrants."
-    n = rng.randint(*n_objects)
-    return [_random_obj(rng, p) for p in rng.sample(POSITIONS, n)]
-
 # %% ../nbs/01_meta_shapes.ipynb #f85a9072
 NUMBER_WORDS = ('no', 'one', 'two', 'three', 'four', 'five')
-
-def plural(shape:str) -> str: return shape + ('es' if shape.endswith('s') else 's')
 
 def _where(pos:str) -> str: return 'in the center' if pos == 'center' else f'at the {pos}'
 
@@ -365,16 +265,16 @@ def _cap_counts(scene, rng):
         return f"{_number(n, rng) if n > 1 or rng.random() < 0.5 else ('an' if (adj or noun)[0] in 'aeiou' else 'a')} {adj + ' ' if adj else ''}{noun}"
     parts = [phrase(v, len(os_)) for v, os_ in items]
     if key == ('shape',) and rng.random() < 0.3:   # an absent shape: the only way a caption says "zero"
-        if absent := [s for s in SHAPES2 if s not in groups and (s,) not in groups]: parts.append(f'no {plural(rng.choice(absent))}')
+        if absent := [s for s in SHAPES if s not in groups and (s,) not in groups]: parts.append(f'no {plural(rng.choice(absent))}')
     return _join(parts, rng)
 
 def _adjacent_pairs(scene):
     at = {o.pos: o for o in scene}; out = []
     for o in scene:
-        i = GRID2.index(o.pos)
+        i = GRID.index(o.pos)
         for rel, (dx, dy) in REL_STEP.items():   # o is `rel` the object at o's cell - (dx, dy)
             x, y = i % 3 - dx, i // 3 - dy
-            if 0 <= x < 3 and 0 <= y < 3 and (a := at.get(GRID2[y * 3 + x])): out.append((o, rel, a))
+            if 0 <= x < 3 and 0 <= y < 3 and (a := at.get(GRID[y * 3 + x])): out.append((o, rel, a))
     return out
 
 def _cap_relation(scene, rng):
@@ -385,9 +285,9 @@ def _cap_relation(scene, rng):
 
 def _cap_rows(scene, rng):
     rows = {}
-    for o in scene: rows.setdefault(GRID2.index(o.pos) // 3, []).append(o)
+    for o in scene: rows.setdefault(GRID.index(o.pos) // 3, []).append(o)
     names = ('top row', 'middle row', 'bottom row')
-    parts = [f'{names[r]}: ' + _join([_np(o, rng) for o in sorted(os_, key=lambda o: GRID2.index(o.pos))], rng) for r, os_ in sorted(rows.items())]
+    parts = [f'{names[r]}: ' + _join([_np(o, rng) for o in sorted(os_, key=lambda o: GRID.index(o.pos))], rng) for r, os_ in sorted(rows.items())]
     return '. '.join(rng.sample(parts, rng.randint(1, len(parts))))
 
 def _cap_summary(scene, rng):
@@ -399,14 +299,14 @@ def _cap_summary(scene, rng):
 
 CAPTION_STYLES = {'list': _cap_list, 'counts': _cap_counts, 'relation': _cap_relation, 'rows': _cap_rows, 'summary': _cap_summary}
 
-def caption2(scene:list, rng:random.Random, style:str|None=None) -> str:
+def caption(scene:list, rng:random.Random, style:str|None=None) -> str:
     "A free caption of a Meta-Shapes 2 scene in one of `CAPTION_STYLES` (random if None): true of the scene, never a question."
     return CAPTION_STYLES[style or rng.choice(list(CAPTION_STYLES))](scene, rng)
 
 def forbidden_texts(families=None) -> set[str]:
     "Every question and every filled answer prompt the families make: texts the tiny CLIP must never train on."
     out = set()
-    for fam in families or FAMILIES2:
+    for fam in families or FAMILIES:
         for ref in fam.referents():
             out.add(fam.question_for(ref)); out.update(fam.template_for(ref).replace('{}', a) for a in fam.answers)
     return out
@@ -438,8 +338,7 @@ class MetaShapesConfig(ConfigBase):
     @property
     def family_list(self) -> tuple:
         "The `Family` objects this config uses."
-        all_ = FAMILIES2 if self.world == 'v2' else FAMILIES
-        return tuple(f for f in all_ if not self.families or f.name in self.families)
+        return tuple(f for f in families_of(self.world) if not self.families or f.name in self.families)
 
     def scene_prior(self) -> 'MetaShapesConfig':
         "Only the fields that decide how a scene looks (world, image size, objects, palette, jitter): the tiny CLIP's cache key."
@@ -453,12 +352,12 @@ class MetaShapesConfig(ConfigBase):
         self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
         self.check_range('p_hard', 0, 1); self.check_range('jitter', 0, 1); self.check_range('p_palette', 0, 1)
         if self.image_size < 16: self._fail('image_size', 'must be >= 16 pixels')
-        names = {f.name for f in (FAMILIES2 if self.world == 'v2' else FAMILIES)}
+        names = {f.name for f in families_of(self.world)}
         if unknown := [f for f in self.families if f not in names]:
             self._fail('families', f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown} in world {self.world!r}; valid: {sorted(names)}")
         cells = len(VOCAB[self.world]['pos']); lo, hi = self.n_objects
         if not (1 <= lo <= hi <= cells): self._fail('n_objects', f'must be (min, max) with 1 <= min <= max <= {cells}, the cells of world {self.world!r}')
-        if self.world == 'v1': return self._validate_v1()
+        if self.world != 'v2': return _CHECKS.get(self.world, lambda cfg: None)(self)   # v1: meta_shapes_v1.check_config
         if self.min_answers < 2: self._fail('min_answers', 'must be >= 2: a task with one answer has nothing to classify')
         if self.min_per_answer < 2: self._fail('min_per_answer', 'must be >= 2: every answer needs a support and a query pair')
         if self.sizes == 'fixed' and self.n_support < self.min_answers:
@@ -475,13 +374,6 @@ class MetaShapesConfig(ConfigBase):
         if (n_test := round(self.test_frac * self.n_tasks)) < 1 or n_test >= self.n_tasks:
             self._fail('test_frac', f'with n_tasks={self.n_tasks} leaves {n_test} meta-test questions; both splits need one')
 
-    def _validate_v1(self):
-        if self.max_tasks_per_family == 1:
-            self._fail('max_tasks_per_family', 'must be 0 (every task) or >= 2: one task per family leaves none for meta-test')
-        hi = self.n_objects[1]
-        if hi < len(COUNTS) and (counting := [f.name for f in self.family_list if f.asks == 'count']):
-            self._fail('n_objects', f"max must be >= {len(COUNTS)}: count families {counting} have the answer '{COUNTS[-1]}'")
-
     @classmethod
     def tiny(cls): return cls(n_tasks=36, n_support=12, n_query=9, image_size=30, n_scenes=800,
                               families=('colour_of_shape', 'shape_of_colour', 'size_of_colour', 'where_shape',
@@ -493,24 +385,6 @@ class MetaShapesConfig(ConfigBase):
         return cls(n_tasks=1243, test_frac=373 / 1243, n_support=60, n_query=27, sizes='vqa', n_scenes=30000)
     @classmethod
     def v1(cls): return cls(world='v1', n_support=100, n_query=20, image_size=48, n_objects=(2, 3))
-
-# %% ../nbs/01_meta_shapes.ipynb #e5a2a883
-def _words(q:str) -> set[str]: return set(q.rstrip('?').split())
-
-def split_questions(cfg:MetaShapesConfig) -> tuple[list, list]:
-    "Meta-Shapes (v1): (train, test) lists of (family, referent) with held-out combinations, seeded by `cfg.seed`."
-    if cfg.world != 'v1': raise ConfigError(f"split_questions splits the v1 world; Meta-Shapes 2 is split by plan_world (world={cfg.world!r})")
-    rng = random.Random(cfg.seed)
-    train, test = [], []
-    for fam in cfg.family_list:
-        refs = fam.referents(); rng.shuffle(refs)
-        if cfg.max_tasks_per_family: refs = refs[:cfg.max_tasks_per_family]
-        n_test = max(1, round(cfg.test_frac * len(refs))) if len(refs) > 1 else 0
-        test += [(fam, r) for r in refs[:n_test]]; train += [(fam, r) for r in refs[n_test:]]
-    vocab = set().union(*(_words(f.question_for(r)) for f, r in train))
-    moved = [(f, r) for f, r in test if not _words(f.question_for(r)) <= vocab]
-    test = [x for x in test if x not in moved]
-    return train + moved, test
 
 # %% ../nbs/01_meta_shapes.ipynb #7d8d6f2c
 def water_fill(n:int, caps) -> np.ndarray:
@@ -611,7 +485,7 @@ def plan_world(cfg:MetaShapesConfig) -> WorldPlan:
     its pairs: all without rendering. Raises `ConfigError`, naming the field and its limit, if the world cannot be made."""
     if cfg.world != 'v2': raise ConfigError(f"plan_world plans Meta-Shapes 2 worlds; MetaShapesConfig.world={cfg.world!r}")
     rng = random.Random(f'{cfg.seed}:pool')
-    scenes = [random_scene2(rng, cfg.n_objects, cfg.p_palette) for _ in range(cfg.n_scenes)]
+    scenes = [random_scene(rng, cfg.n_objects, cfg.p_palette) for _ in range(cfg.n_scenes)]
     slots = scene_slots(scenes)
     fams = cfg.family_list
     cands, by_fam, n_cand, big = [], {}, 0, []
@@ -674,30 +548,6 @@ def split_violations(train, test, world:str='v2') -> list[str]:
     return out
 
 # %% ../nbs/01_meta_shapes.ipynb #9ddd4a3f
-def _balanced_labels(n:int, k:int, rng:random.Random) -> list[int]:
-    "n labels over k classes, as even as possible, every class at least once when n >= k, shuffled."
-    order = list(range(k)); rng.shuffle(order)
-    labels = [order[i % k] for i in range(n)]; rng.shuffle(labels)
-    return labels
-
-def _render_task(cfg:MetaShapesConfig, family:str, ref:dict, first:int, img_dir:str) -> tuple:
-    """Render one task's support and query images into `img_dir`, named from `MS_{first:07d}` on; returns (support pairs,
-    query pairs, scenes). Its generator is seeded by `cfg.seed` and the question alone, so tasks can render in any order."""
-    fam = FAMILY_BY_NAME[family]; q, answers = fam.question_for(ref), fam.answers
-    rng = random.Random(hashlib.sha256(f'{cfg.seed}:{q}'.encode()).hexdigest())   # stable per task and seed
-    pairs, scenes, n = {}, {}, first
-    for role, k in (('support', cfg.n_support), ('query', cfg.n_query)):
-        pairs[role] = []
-        for y in _balanced_labels(k, len(answers), rng):
-            scene = sample_scene(fam, ref, answers[y], rng, cfg.n_objects, cfg.p_hard)
-            img_id = f'MS_{n:07d}'; n += 1
-            render_scene(scene, cfg.image_size, rng, jitter=cfg.jitter).save(Path(img_dir)/f'{img_id}.png', optimize=False)
-            scenes[img_id] = [[o.shape, o.colour, o.size, o.pos] for o in scene]
-            pairs[role].append((img_id, y))
-    return tuple(pairs['support']), tuple(pairs['query']), scenes
-
-def _render_job(job): return _render_task(*job)
-
 def render_workers(n_images:int) -> int:
     "Processes for rendering `n_images`: every core this process may use (at most 8), or 1 for small worlds."
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
@@ -706,41 +556,8 @@ def render_workers(n_images:int) -> int:
 def build_meta_shapes(cfg:MetaShapesConfig, out:str|Path, workers:int|None=None) -> dict:
     """Render the Meta-Shapes world described by `cfg` into the folder `out`; returns its statistics. `workers`
     processes render the images (default: `render_workers`); the files are the same for any number of them."""
-    return (_build_v1 if cfg.world == 'v1' else _build_v2)(cfg, Path(out), workers)
-
-def _build_v1(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
-    train_q, test_q = split_questions(cfg)
-    if not train_q or not test_q:
-        raise ConfigError(f"MetaShapesConfig: families={[f.name for f in cfg.family_list]} with max_tasks_per_family={cfg.max_tasks_per_family} "
-                          f"give {len(train_q)} meta-train and {len(test_q)} meta-test tasks; both splits need at least one")
-    out.mkdir(parents=True, exist_ok=True); (out/'images').mkdir(exist_ok=True)
-    items = [('meta_train', f, r) for f, r in train_q] + [('meta_test', f, r) for f, r in test_q]
-    for _, fam, ref in items:
-        if cfg.n_support < len(fam.answers) or cfg.n_query < len(fam.answers):
-            raise ConfigError(f"MetaShapesConfig: n_support={cfg.n_support} and n_query={cfg.n_query} must be >= "
-                              f"{len(fam.answers)}, the answers of {fam.question_for(ref)!r}, so that every answer has "
-                              "support and query images")
-    per = cfg.n_support + cfg.n_query   # images per task: task i's ids start at i * per
-    jobs = [(cfg, fam.name, ref, i * per, str(out/'images')) for i, (_, fam, ref) in enumerate(items)]
-    workers = render_workers(len(jobs) * per) if workers is None else workers
-    if workers > 1:
-        ctx = multiprocessing.get_context('fork') if sys.platform == 'linux' else None
-        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-            rendered = list(progress(ex.map(_render_job, jobs, chunksize=4), total=len(jobs), desc='rendering tasks'))
-    else: rendered = [_render_job(j) for j in progress(jobs, desc='rendering tasks')]
-    splits, templates, families, scenes = {'meta_train': [], 'meta_test': []}, {}, {}, {}
-    for (split, fam, ref), (support, query, sc) in zip(items, rendered):
-        q = fam.question_for(ref)
-        splits[split].append(Task(q, fam.answers, support, query, fam.template_for(ref), fam.name))
-        templates[q] = fam.template_for(ref); families[q] = fam.name; scenes.update(sc)
-    for s, tasks in splits.items(): write_split(tasks, out/f'{s}.json')
-    atomic_write_json(out/'prompt_meta.json', templates)
-    atomic_write_json(out/'families.json', families)
-    atomic_write_json(out/'scenes.json', scenes, indent=None)
-    stats = {s: TaskSplit(s, t).stats() for s, t in splits.items()}
-    atomic_write_json(out/'dataset.json', {'name': 'metashapes', 'config': cfg.to_dict(), 'stats': stats,
-                                           'version': package_version()})
-    return stats
+    families_of(cfg.world)   # a clear error for a world no module has registered
+    return _BUILDERS[cfg.world](cfg, Path(out), workers)
 
 def load_scenes(ds:MetaDataset) -> dict[str, list[Obj]]:
     "The scene (list of `Obj`) of every image of a Meta-Shapes dataset."
@@ -765,7 +582,7 @@ def _render_pool_chunk(job):
         im.save(Path(img_dir)/f'{_img_id(i)}.png', optimize=False)
     return len(items)
 
-def _build_v2(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
+def _build(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
     plan = plan_world(cfg)                                  # every ConfigError is raised here, before any image
     out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
     used = plan.used_scenes()
@@ -794,6 +611,15 @@ def _build_v2(cfg:MetaShapesConfig, out:Path, workers:int|None=None) -> dict:
     atomic_write_json(out/'dataset.json', {'name': 'metashapes', 'config': cfg.to_dict(), 'stats': stats,
                                            'version': package_version()})
     return stats
+
+_BUILDERS, _CHECKS = {'v2': _build}, {}
+
+def register_world(name:str, vocab:dict, grid_side:int, families:tuple, build=None, check=None):
+    """Add the world `name`, defined in a module of its own (`meta_shapes_v1` adds 'v1'): its vocabulary (as `VOCAB`'s),
+    cells per side, question families, builder `build(cfg, out, workers) -> stats` and extra config checks `check(cfg)`."""
+    VOCAB[name] = vocab; GRID_SIDE[name] = grid_side; FAMILIES_OF[name] = tuple(families)
+    if build is not None: _BUILDERS[name] = build
+    if check is not None: _CHECKS[name] = check
 
 # %% ../nbs/01_meta_shapes.ipynb #d686045a
 def answer_set_sharing(split:TaskSplit) -> dict[tuple, int]:

@@ -13,6 +13,7 @@ from hyperclip_nb.diffusion import SCHEDULES, NoiseSchedule, q_sample, predict_x
 from hyperclip_nb.tasks import parse_task, load_split, write_split, TaskSplit
 from hyperclip_nb.meta_vqa import build_metavqa_split, write_metavqa_dataset
 from hyperclip_nb import meta_shapes as ms
+from hyperclip_nb import meta_shapes_v1 as ms1
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -215,8 +216,8 @@ def test_metavqa_builder_output_always_loads(rows, min_images, seed):
 # ---------------------------------------------------------------------------------------------------------------
 @st.composite
 def shapes_configs(draw):
-    fams = draw(st.lists(st.sampled_from([f.name for f in ms.FAMILIES]), min_size=3, max_size=8, unique=True))
-    n_ans = max(len(ms.FAMILY_BY_NAME[f].answers) for f in fams)
+    fams = draw(st.lists(st.sampled_from([f.name for f in ms1.FAMILIES]), min_size=3, max_size=8, unique=True))
+    n_ans = max(len(ms1.FAMILY_BY_NAME[f].answers) for f in fams)
     lo = draw(st.integers(1, 3))
     kw = dict(world='v1', families=tuple(fams), n_support=n_ans + draw(st.integers(0, 2)), n_query=n_ans + draw(st.integers(0, 1)),
               image_size=16, max_tasks_per_family=draw(st.sampled_from([1, 3, 4])), seed=draw(st.integers(0, 10**6)),
@@ -233,7 +234,7 @@ def test_meta_shapes_builder():
     def prop(kw):
         try: cfg = ms.MetaShapesConfig(**kw)
         except ConfigError as e:   # rejected up front: one task per family, or too few objects to count to 3
-            counting = any(ms.FAMILY_BY_NAME[f].asks == 'count' for f in kw['families'])
+            counting = any(ms1.FAMILY_BY_NAME[f].asks == 'count' for f in kw['families'])
             assert kw['max_tasks_per_family'] == 1 or (counting and kw['n_objects'][1] < 3), e; return
         with tempfile.TemporaryDirectory() as d:
             try: stats = ms.build_meta_shapes(cfg, d)
@@ -247,7 +248,7 @@ def test_meta_shapes_builder():
             assert len(ids) == sum(len(t.support) + len(t.query) for sp in ds.splits.values() for t in sp), 'image ids are reused'
             for sp in ds.splits.values():
                 for t in sp:
-                    fam = ms.FAMILY_BY_NAME[t.family]
+                    fam = ms1.FAMILY_BY_NAME[t.family]
                     ref = next(r for r in fam.referents() if fam.question_for(r) == t.question)
                     assert {y for _, y in t.support} == set(range(t.n_answers)) == {y for _, y in t.query}
                     for img, y in t.support + t.query:
@@ -262,7 +263,7 @@ def test_meta_shapes_builder():
 
 @st.composite
 def shapes2_configs(draw):
-    fams = draw(st.lists(st.sampled_from([f.name for f in ms.FAMILIES2]), min_size=2, max_size=6, unique=True))
+    fams = draw(st.lists(st.sampled_from([f.name for f in ms.FAMILIES]), min_size=2, max_size=6, unique=True))
     return dict(families=tuple(fams), n_tasks=draw(st.integers(2, 24)), n_support=draw(st.integers(2, 30)),
                 n_query=draw(st.integers(2, 12)), sizes=draw(st.sampled_from(['fixed', 'vqa'])), image_size=16,
                 n_scenes=draw(st.integers(50, 600)), min_per_answer=draw(st.integers(2, 6)),
@@ -301,11 +302,11 @@ def test_meta_shapes2_builder():
 
 
 @FAST
-@given(family=st.sampled_from(ms.FAMILIES), data=st.data(), seed=st.integers(0, 10**6))
+@given(family=st.sampled_from(ms1.FAMILIES), data=st.data(), seed=st.integers(0, 10**6))
 def test_sample_scene_answers_its_target(family, data, seed):
     ref = data.draw(st.sampled_from(family.referents()))
     target = data.draw(st.sampled_from(family.answers))
-    scene = ms.sample_scene(family, ref, target, random.Random(seed))
+    scene = ms1.sample_scene(family, ref, target, random.Random(seed))
     assert ms.answer(family, ref, scene) == target
     assert len({o.pos for o in scene}) == len(scene), 'two objects share a quadrant'
 
