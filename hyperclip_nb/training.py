@@ -63,6 +63,7 @@ def _epoch_means(rows:list[dict], how:str) -> dict:
     for r in rows: sums += [r[k] for k in keys]
     return {k: float(v) for k, v in zip(keys, sums / len(rows))}
 
+@torch.enable_grad()                    # a caller's no_grad block must not silently turn training off
 def train_loop(params:list,             # the parameters the optimizer moves (in this order)
                loss_fn,                 # batch -> loss (scalar or [B]) or (loss, {name: value to log})
                batches,                 # an iterable of batches, or epoch -> that epoch's iterable
