@@ -15,7 +15,7 @@ from torch.func import grad, grad_and_value, vmap
 from .core import *
 from .training import *
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
 
 # %% auto #0

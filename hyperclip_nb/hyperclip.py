@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .core import *
 from .training import check_finite, train_loop
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
 from .baselines import weight_generator, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents

@@ -15,7 +15,7 @@ import torch
 from torch.func import grad, vmap, functional_call
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
 from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, task_loss,
                                     clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)

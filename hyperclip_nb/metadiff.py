@@ -12,7 +12,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle, built_key, metashapes_features
+from .clip_features import Features, TaskBatch, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
 from .training import Draws, train_loop, ema_update_
