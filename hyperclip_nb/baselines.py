@@ -4,8 +4,6 @@
 
 # %% ../nbs/05_baselines.ipynb #5ebbfc3e
 from __future__ import annotations
-# Over 300 lines for a reason: one stage of the paper: the four baselines of the results table, the outer loop they share
-# (which the HNet reuses), and their cached artifacts, whose keys and loaders follow one pattern.
 import math, time, json
 from pathlib import Path
 from dataclasses import dataclass
@@ -15,50 +13,17 @@ from torch.func import grad, grad_and_value, vmap
 from .core import *
 from .training import *
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
+from .meta_learning import *
 
 # %% auto #0
-__all__ = ['meta_batches', 'validation_split', 'meta_train', 'fit_uncond_multitask', 'eval_shared_weights', 'task_loss',
-           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'maml_meta_grad', 'maml_meta_grad_loop',
-           'synthetic_tasks', 'fit_mnet_maml', 'bench_maml_vmap', 'weight_generator', 'fit_cond_multitask',
-           'eval_hypernet', 'film_weights', 'FilmModel', 'fit_cond_multitask_film', 'load_theta', 'save_module',
-           'load_module', 'cached_uncond_multitask', 'cached_mnet_maml', 'cached_cond_multitask', 'cached_film']
-
-# %% ../nbs/05_baselines.ipynb #c9031c73
-def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
-    "One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may be smaller)."
-    perm = torch.randperm(n_tasks, generator=generator, device=generator.device)
-    return list(perm.split(batch_size))
+__all__ = ['fit_uncond_multitask', 'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'maml_meta_grad',
+           'maml_meta_grad_loop', 'fit_mnet_maml', 'bench_maml_vmap', 'fit_cond_multitask', 'eval_hypernet',
+           'film_weights', 'FilmModel', 'fit_cond_multitask_film', 'load_theta', 'save_module', 'load_module',
+           'cached_uncond_multitask', 'cached_mnet_maml', 'cached_cond_multitask', 'cached_film']
 
 # %% ../nbs/05_baselines.ipynb #44badc67
-def validation_split(n_tasks:int, frac:float, seed:int=2021, device:str|torch.device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed, seeded split of the meta-train task indices into (training, validation), returned on `device`: the same
-    for every method, seed and device. It is part of the data, not of a run's randomness, so it is always drawn by a CPU
-    generator (a CUDA one would hold out other tasks) and then moved."""
-    perm = torch.randperm(n_tasks, generator=as_generator(seed, 'cpu'), device='cpu')
-    n_val = int(round(frac * n_tasks))
-    return perm[n_val:].sort().values.to(device), perm[:n_val].sort().values.to(device)
-
-def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, stage:str,
-               hint:str='lower the learning rate', on_epoch=None, val_score=None, backward:bool=True) -> dict:
-    """The outer loop every meta-learner shares: `cfg.epochs` meta-epochs of seeded meta-batches of `cfg.meta_batch`
-    meta-train tasks, run by `train_loop`. `batch_step(tb, g)` returns the per-task losses [B]; the driver checks
-    them, backpropagates their mean (with `backward=False`, MAML's, the meta-gradient is already in `.grad`), clips
-    the gradient at `cfg.max_norm`, then takes the Adam step; the history holds each epoch's mean loss.
-    With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
-    meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept.
-    Task indices live on the features' device, as does `g`."""
-    n_tasks = len(feats.splits['meta_train'].questions)
-    train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0, device=feats.device)
-    val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
-    log = train_loop(params, lambda idx: batch_step(feats.tasks('meta_train', train_idx[idx]), g),
-                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g), cfg.epochs,
-                     stage=stage, hint=hint, lr=cfg.lr, max_norm=cfg.max_norm, backward=backward, record='epoch',
-                     on_epoch=on_epoch, val_score=(lambda: val_score(val_tb)) if val_tb is not None else None,
-                     val_every=getattr(cfg, 'val_every', 1))
-    return {**log.history, 'clip_fraction': log.clip_fraction}
-
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
     "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (θ, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
@@ -103,26 +68,19 @@ def draw_steps(steps:tuple, n:int, generator:torch.Generator) -> torch.Tensor:
     return torch.randint(a, b + 1, (n,), generator=generator, device=generator.device)
 
 # %% ../nbs/05_baselines.ipynb #595c7b4a
-_TASK_DIMS = (0, 0, 0, 0)   # vmap over the task axis of (x, y, prompts, answer_mask)
-
-def split_roles(tb:TaskBatch, roles:str):
-    "(inner, outer) data of a task batch: support then query, or swapped as in the release's meta-training."
-    s, q = (tb.xs, tb.ys, tb.prompts, tb.answer_mask), (tb.xq, tb.yq, tb.prompts, tb.answer_mask)
-    return (s, q) if roles == 'support_query' else (q, s)
-
 def maml_meta_grad(theta:torch.Tensor,   # [D] the meta-learned initialization
                    tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float, max_norm:float=10.0,
                    second_order:bool=False, roles:str='support_query') -> tuple[torch.Tensor, torch.Tensor]:
     "(meta-gradient [D], per-task outer losses [B]) of one MAML meta-batch, vectorised with torch.func."
     inner, outer = split_roles(tb, roles)
-    adapt = vmap(inner_loop, in_dims=(None, *_TASK_DIMS, 0, None, None, None))
+    adapt = vmap(inner_loop, in_dims=(None, *TASK_DIMS, 0, None, None, None))
     if not second_order:   # first order: adapt without a graph, then each task's gradient at its adapted weights
         W = adapt(theta.detach(), *inner, n_steps, max_steps, lr, max_norm)
-        g, losses = vmap(grad_and_value(task_loss), in_dims=(0, *_TASK_DIMS))(W, *outer)
+        g, losses = vmap(grad_and_value(task_loss), in_dims=(0, *TASK_DIMS))(W, *outer)
         return g.mean(0), losses
     def meta_loss(th):
         W = adapt(th, *inner, n_steps, max_steps, lr, max_norm)
-        losses = vmap(task_loss, in_dims=(0, *_TASK_DIMS))(W, *outer)
+        losses = vmap(task_loss, in_dims=(0, *TASK_DIMS))(W, *outer)
         return losses.mean(), losses
     g, losses = grad(meta_loss, has_aux=True)(theta.detach())
     return g, losses
@@ -143,17 +101,6 @@ def maml_meta_grad_loop(theta:torch.Tensor, tb:TaskBatch, n_steps:torch.Tensor, 
         g, = torch.autograd.grad(loss, th if second_order else W)
         grads.append(g); losses.append(loss.detach())
     return torch.stack(grads).mean(0), torch.stack(losses)
-
-# %% ../nbs/05_baselines.ipynb #9b4bb2b5
-def synthetic_tasks(B=5, S=7, Q=6, d=8, A=3, dtype=torch.float64, seed=0, device='cpu') -> TaskBatch:
-    "A small random task batch with the awkward cases (padded examples, a task with fewer answers) on `device`: a test fixture."
-    g = as_generator(seed, device); dev = g.device
-    ys, yq = torch.randint(0, A, (B, S), generator=g, device=dev), torch.randint(0, A, (B, Q), generator=g, device=dev)
-    ys[0, -2:] = -1; yq[1, -1] = -1                                    # padded examples
-    mask = torch.ones(B, A, dtype=torch.bool, device=dev); mask[2, -1] = False     # a task with fewer answers
-    ys[2][ys[2] == A - 1] = 0; yq[2][yq[2] == A - 1] = 0
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype, device=dev)
-    return TaskBatch(r(B, S, d), ys, r(B, Q, d), yq, r(B, A, d), mask, r(B, d), list('abcde')[:B], [None] * B)
 
 # %% ../nbs/05_baselines.ipynb #a8b2b3d6
 def fit_mnet_maml(feats:Features, cfg:MamlConfig) -> tuple[torch.Tensor, dict]:
@@ -196,17 +143,6 @@ def bench_maml_vmap(n_tasks:int=32, d:int=64, h:int=64, n_support:int=60, n_quer
             'threads': torch.get_num_threads()}
 
 # %% ../nbs/05_baselines.ipynb #fe600155
-def weight_generator(n_in:int, n_out:int, width:int=128, depth:int=3) -> torch.nn.Sequential:
-    "MLP n_in → width (×depth, ReLU) → n_out, initialized like the release's generator: Kaiming-normal, biases zero."
-    layers, n = [], n_in
-    for _ in range(depth):
-        lin = torch.nn.Linear(n, width); torch.nn.init.kaiming_normal_(lin.weight, nonlinearity='relu')
-        layers += [lin, torch.nn.ReLU()]; n = width
-    out = torch.nn.Linear(n, n_out); torch.nn.init.normal_(out.weight, std=1 / math.sqrt(n))   # Kaiming, linear gain
-    for m in layers + [out]:
-        if isinstance(m, torch.nn.Linear): torch.nn.init.zeros_(m.bias)
-    return torch.nn.Sequential(*layers, out)
-
 def fit_cond_multitask(feats:Features, cfg:CondMultitaskConfig) -> tuple[torch.nn.Module, dict]:
     "Train the hypernetwork H [d → D] on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (H, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)

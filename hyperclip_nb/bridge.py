@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import support_loss, query_accuracy, finetune, n_shot_filter, n_shot_batch
 from .training import Draws, train_loop
 from .hypernet import HNet, Latents, hnet_latents_key

@@ -10,7 +10,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .configs import *
-from .clip_features import TaskBatch, Features, built_key, with_key
+from .clip_features import TaskBatch, Features
 
 # %% auto #0
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',

@@ -25,9 +25,9 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SLOT_ATTRS', 'CLIP_MAX_NORM', 'N_COUNT_HEAD
            'n_conjunctions', 'conjunction_labels', 'count_labels', 'statement_truth', 'sample_statement', 'say',
            'clip_loss', 'pretrain_image_tower', 'encode_text_cut', 'encode_text_grouped', 'tune_text_tower',
            'train_tiny_clip', 'metashapes2_texts', 'caption_pool', 'grid_targets', 'pretrain_grid_tower',
-           'tune_text_on_captions', 'Bundle', 'built_key', 'with_key', 'clip_key', 'load_pretrained_clip', 'load_clip',
-           'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
-           'extract_features', 'metashapes_features']
+           'tune_text_on_captions', 'clip_key', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights',
+           'encode_texts', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features', 'extract_features',
+           'metashapes_features']
 
 # %% ../nbs/03_clip_features.ipynb #401ba05d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -374,39 +374,6 @@ def tune_text_on_captions(model, emb:torch.Tensor, scenes:list, tok, cfg:ClipCon
     return hist
 
 # %% ../nbs/03_clip_features.ipynb #583c49c4
-@dataclass
-class Bundle(ConfigBase):
-    "Several configs hashed together: the key of an artifact that depends on more than one stage."
-    parts: dict = field(default_factory=dict)
-    @classmethod
-    def of(cls, **cfgs): return cls({k: {'class': type(c).__name__, **c.to_dict()} for k, c in cfgs.items()})
-    def extend(self, **cfgs) -> 'Bundle':
-        """This key with more stages' configs added: the key of an artifact built from this one's. The key hashes its
-        parts in sorted order, so `Bundle.of(a=x).extend(b=y)` is the same key as `Bundle.of(a=x, b=y)`."""
-        if clash := sorted(set(cfgs) & set(self.parts)):
-            raise ConfigError(f"Bundle.extend: {clash} already in the key {list(self.parts)}; an artifact is built on one config per stage")
-        return Bundle(self.parts | Bundle.of(**cfgs).parts)
-    def config(self, name:str, cls:type):
-        "The config of part `name`, rebuilt as a `cls`."
-        if name not in self.parts: raise ConfigError(f"the key has no {name!r} part (it has {list(self.parts)})")
-        return cls.from_dict({k: v for k, v in self.parts[name].items() if k != 'class'}, f"key part {name!r}")
-    def has(self, other:'Bundle') -> bool:
-        "Whether every part of `other` is in this key, unchanged: this artifact was built on `other`'s."
-        return all(self.parts.get(k) == v for k, v in other.parts.items())
-
-def built_key(obj, what:str) -> Bundle:
-    """The cache key `obj` (features, a model or latents) was built under: the key that later stages extend. Objects
-    made in memory (not by a `cached_*` function or `metashapes_features`) have none, and get a ConfigError."""
-    if (b := getattr(obj, 'bundle', None)) is None:
-        raise ConfigError(f"no cache key on {what}: it was made in memory; build it through the cache "
-                          f"(metashapes_features, cached_hnet, cached_latents, ...) so that later stages can be cached on it")
-    return b
-
-def with_key(obj, key:Bundle):
-    "`obj` (features, a model or latents loaded from the cache) carrying `key`, the cache key it was built under."
-    obj.bundle = key
-    return obj
-
 def _build_tiny(bundle:Bundle, out:Path, device:str|torch.device='cpu'):
     cfg, data_cfg = bundle.config('clip', ClipConfig), bundle.config('data', ms.MetaShapesConfig)
     model, tok, hist = train_tiny_clip(cfg, data_cfg, device)

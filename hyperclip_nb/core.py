@@ -19,8 +19,8 @@ __all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipE
            'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'device_trap',
            'ConfigBase', 'get_preset', 'DeviceKind', 'device_parts', 'atomic_write_bytes', 'atomic_write_text',
            'atomic_write_json', 'save_tensors', 'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir',
-           'read_artifact', 'load_or_build', 'cache_digest', 'progress', 'timed', 'set_plot_style',
-           'num_threads_for_tests']
+           'read_artifact', 'load_or_build', 'Bundle', 'built_key', 'with_key', 'cache_digest', 'progress', 'timed',
+           'set_plot_style', 'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -367,6 +367,40 @@ def load_or_build(stage:str, cfg:ConfigBase, build:typing.Callable, root:Path|No
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return read_artifact(final, stage, cfg)
+
+# %% ../nbs/00_core.ipynb #6edc372d
+@dataclass
+class Bundle(ConfigBase):
+    "Several configs hashed together: the key of an artifact that depends on more than one stage."
+    parts: dict = field(default_factory=dict)
+    @classmethod
+    def of(cls, **cfgs): return cls({k: {'class': type(c).__name__, **c.to_dict()} for k, c in cfgs.items()})
+    def extend(self, **cfgs) -> 'Bundle':
+        """This key with more stages' configs added: the key of an artifact built from this one's. The key hashes its
+        parts in sorted order, so `Bundle.of(a=x).extend(b=y)` is the same key as `Bundle.of(a=x, b=y)`."""
+        if clash := sorted(set(cfgs) & set(self.parts)):
+            raise ConfigError(f"Bundle.extend: {clash} already in the key {list(self.parts)}; an artifact is built on one config per stage")
+        return Bundle(self.parts | Bundle.of(**cfgs).parts)
+    def config(self, name:str, cls:type):
+        "The config of part `name`, rebuilt as a `cls`."
+        if name not in self.parts: raise ConfigError(f"the key has no {name!r} part (it has {list(self.parts)})")
+        return cls.from_dict({k: v for k, v in self.parts[name].items() if k != 'class'}, f"key part {name!r}")
+    def has(self, other:'Bundle') -> bool:
+        "Whether every part of `other` is in this key, unchanged: this artifact was built on `other`'s."
+        return all(self.parts.get(k) == v for k, v in other.parts.items())
+
+def built_key(obj, what:str) -> Bundle:
+    """The cache key `obj` (features, a model or latents) was built under: the key that later stages extend. Objects
+    made in memory (not by a `cached_*` function or `metashapes_features`) have none, and get a ConfigError."""
+    if (b := getattr(obj, 'bundle', None)) is None:
+        raise ConfigError(f"no cache key on {what}: it was made in memory; build it through the cache "
+                          f"(metashapes_features, cached_hnet, cached_latents, ...) so that later stages can be cached on it")
+    return b
+
+def with_key(obj, key:Bundle):
+    "`obj` (features, a model or latents loaded from the cache) carrying `key`, the cache key it was built under."
+    obj.bundle = key
+    return obj
 
 # %% ../nbs/00_core.ipynb #c0d16e52
 VOLATILE_KEYS = ('seconds', 'created')    # JSON keys holding wall-clock time: any key containing one of these

@@ -15,7 +15,8 @@ from .configs import *
 from .training import clipped_step
 from .clip_features import TaskBatch, build_tiny_clip, clip_arch_without_weights, normalize_images
 from .clip_adapter import adapter_size, support_loss
-from .baselines import maml_meta_grad, weight_generator
+from .baselines import maml_meta_grad
+from .meta_learning import weight_generator
 from .hypernet import HNet, hnet_meta_grad, latent_finetune
 from .hvae import HVAE, hvae_loss
 from .hyperclip import HyperClip, hyperclip_loss

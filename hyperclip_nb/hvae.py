@@ -12,9 +12,9 @@ import torch
 from .core import *
 from .training import train_loop
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import query_accuracy
-from .baselines import weight_generator
+from .meta_learning import weight_generator
 from .hypernet import (HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents,
                                    hnet_latents_key, precompute_config, val_tasks)
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from .core import *
 from .training import check_finite, train_loop
 from .configs import *
-from .clip_features import Features, TaskBatch, built_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import adapter_size, query_accuracy, clip_rows_
-from .baselines import weight_generator, validation_split
+from .meta_learning import weight_generator, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents
 from .hvae import SPACES
 
@@ -28,7 +28,7 @@ __all__ = ['SCALE_INIT', 'SCALE_MAX', 'weight_encoder', 'HyperClip', 'infonce', 
 SCALE_INIT, SCALE_MAX = 1 / 0.07, 100.0   # s = exp(ℓ) starts at 1/0.07 and is kept in [1, 100]
 
 def weight_encoder(n_in:int, n_out:int, width:int=128) -> torch.nn.Sequential:
-    "MLP n_in → width → width → n_out with softplus, initialized like `baselines.weight_generator` (Kaiming-normal, biases zero)."
+    "MLP n_in → width → width → n_out with softplus, initialized like `meta_learning.weight_generator` (Kaiming-normal, biases zero)."
     net = weight_generator(n_in, n_out, width, depth=2)
     return torch.nn.Sequential(*[torch.nn.Softplus() if isinstance(m, torch.nn.ReLU) else m for m in net])
 

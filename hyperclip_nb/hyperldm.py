@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from .core import *
 from .configs import *
-from .clip_features import Features, built_key, with_key
+from .clip_features import Features
 from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
 from .hypernet import Latents
 from .hypernet import pca_2d

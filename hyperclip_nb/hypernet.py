@@ -15,10 +15,10 @@ import torch
 from torch.func import grad, vmap, functional_call
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle, built_key, with_key
+from .clip_features import Features, TaskBatch
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
-from .baselines import (weight_generator, meta_batches, meta_train, draw_steps, task_loss,
-                                    clip_norm, split_roles, check_inner_steps, synthetic_tasks, validation_split)
+from .meta_learning import (weight_generator, meta_batches, meta_train, draw_steps, task_loss, clip_norm,
+                                        split_roles, synthetic_tasks, validation_split, TASK_DIMS)
 from .meta_shapes_v1 import FAMILY_BY_NAME
 
 # %% auto #0
@@ -61,7 +61,7 @@ class HNet(torch.nn.Module):
 # %% ../nbs/06_hypernet.ipynb #5abe6b45
 def latent_task_loss(G:torch.nn.Module,   # the generator; its parameters come from `g_params`
                      g_params:dict, z:torch.Tensor,   # z: [k] one task's latent
-                     x, y, prompts, answer_mask       # one task's data, as in `baselines.task_loss`
+                     x, y, prompts, answer_mask       # one task's data, as in `meta_learning.task_loss`
                     ) -> torch.Tensor:
     "Cross-entropy (a scalar) of one task whose adapter weights are G(z)."
     return task_loss(functional_call(G, g_params, (z,)), x, y, prompts, answer_mask)
@@ -76,14 +76,12 @@ def latent_inner_loop(G:torch.nn.Module, g_params:dict, z0:torch.Tensor, xs, ys,
     return z
 
 # %% ../nbs/06_hypernet.ipynb #eb311a52
-_TASK_DIMS = (0, 0, 0, 0)   # vmap over the task axis of (x, y, prompts, answer_mask)
-
 def hnet_meta_grad(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_steps:int, lr:float, max_norm:float=10.0,
                    second_order:bool=False, roles:str='support_query') -> tuple[dict, torch.Tensor]:
     "({parameter name: meta-gradient}, per-task outer losses [B]) of one HNet-MAML meta-batch, vectorised with torch.func."
     inner, outer = split_roles(tb, roles)
-    adapt = vmap(partial(latent_inner_loop, model.G), in_dims=(None, 0, *_TASK_DIMS, 0, None, None, None))
-    outer_loss = vmap(partial(latent_task_loss, model.G), in_dims=(None, 0, *_TASK_DIMS))
+    adapt = vmap(partial(latent_inner_loop, model.G), in_dims=(None, 0, *TASK_DIMS, 0, None, None, None))
+    outer_loss = vmap(partial(latent_task_loss, model.G), in_dims=(None, 0, *TASK_DIMS))
     params = {k: v.detach() for k, v in model.named_parameters()}
     if not second_order:   # first order: adapt once, outside the graph
         z_start = init_latent(params, tb.question)

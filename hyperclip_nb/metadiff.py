@@ -12,7 +12,7 @@ import numpy as np
 import torch, torch.nn.functional as F
 from .core import *
 from .configs import *
-from .clip_features import Features, TaskBatch, Bundle, built_key, metashapes_features
+from .clip_features import Features, TaskBatch, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
                                        FEW_SHOT_STEPS, FEW_SHOT_LR)
 from .training import Draws, train_loop, ema_update_
@@ -370,7 +370,7 @@ def memory_probe(kind:str, n:int, n_tasks:int, d:int, h:int, n_support:int, n_qu
     schedule has T = n steps (no inner loop is differentiated, so n cannot matter). Run it in a fresh process."""
     torch.set_num_threads(1); torch.manual_seed(0)
     if kind == 'maml':
-        from hyperclip_nb.baselines import synthetic_tasks
+        from hyperclip_nb.meta_learning import synthetic_tasks
         theta = random_adapter(1, d, h, generator=0)[0]
         small = synthetic_tasks(3, 3, 2, d, n_answers, torch.float32)            # warm-up: load kernels and torch.func
         maml_meta_grad(theta, small, torch.ones(3, dtype=torch.long, device='cpu'), 1, 0.1, second_order=True)

@@ -10,7 +10,7 @@ import torch
 from .core import *
 from .configs import *
 from . import meta_shapes as ms
-from .clip_features import Features, TaskBatch, Bundle, with_key, metashapes_features, load_clip, extract_features
+from .clip_features import Features, TaskBatch, metashapes_features, load_clip, extract_features
 from .hypernet import HNet, Latents, cached_hnet, cached_latents
 from .hvae import HVAE, SPACES, cached_hvae, cached_hvae_latents, frozen_generator
 from .hyperclip import HyperClip, cached_hyperclip
