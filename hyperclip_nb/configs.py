@@ -51,7 +51,7 @@ def seed_configs(cfgs:dict, seed:int) -> dict:
     return out
 
 
-# %% ../nbs/03_clip_features.ipynb #ced99676
+# %% ../nbs/02a_tiny_clip.ipynb #ced99676
 @dataclass
 class ClipConfig(ConfigBase):
     "Which CLIP gives the features: the tiny one trained here, or a pretrained open_clip model."

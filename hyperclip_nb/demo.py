@@ -11,7 +11,8 @@ import torch
 from .core import *
 from . import meta_shapes as ms
 from . import meta_shapes_v1 as ms1   # the 0.2.0 world
-from .clip_features import load_clip, encode_texts, to_uint8, normalize_images
+from .clip_features import load_clip, encode_texts
+from .tiny_clip import to_uint8, normalize_images
 from .clip_adapter import adapter_logits, identity_adapter
 from .hyperclip import HyperClip, guide
 from .hyperldm import HyperLDM

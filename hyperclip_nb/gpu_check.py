@@ -13,7 +13,8 @@ import torch
 from .core import *
 from .configs import *
 from .training import clipped_step
-from .clip_features import TaskBatch, build_tiny_clip, clip_arch_without_weights, normalize_images
+from .clip_features import TaskBatch, clip_arch_without_weights
+from .tiny_clip import build_tiny_clip, normalize_images
 from .clip_adapter import adapter_size, support_loss
 from .baselines import maml_meta_grad
 from .meta_learning import weight_generator

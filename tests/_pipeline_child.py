@@ -7,7 +7,8 @@ milliseconds instead of re-importing torch and open_clip); `python _pipeline_chi
 import os, sys
 import torch
 from hyperclip_nb import meta_shapes as ms
-from hyperclip_nb.clip_features import ClipConfig, ClosedVocabTokenizer, metashapes_features, metashapes2_texts
+from hyperclip_nb.clip_features import ClipConfig, metashapes_features
+from hyperclip_nb.tiny_clip import ClosedVocabTokenizer, metashapes2_texts
 
 # Small enough that a whole build takes a few seconds on one core, big enough to train for a few dozen steps.
 DATA = ms.MetaShapesConfig.tiny().replace(n_tasks=12, n_scenes=300,

@@ -375,7 +375,7 @@ CASES = [
     ('config-v2-one-answer', lambda t: ms.MetaShapesConfig(min_answers=1), ConfigError, 'min_answers=1: must be >= 2'),
     ('config-v2-support-beyond-pool', lambda t: ms.build_meta_shapes(ms.MetaShapesConfig.tiny().replace(n_support=700, n_query=50), t/'w'),
      ConfigError, 'MetaShapesConfig.n_support=700: n_support + n_query = 750 is more than the pool scenes'),
-    ('config-clip-recipe-world', lambda t: __import__('hyperclip_nb.clip_features', fromlist=['x']).train_tiny_clip(
+    ('config-clip-recipe-world', lambda t: __import__('hyperclip_nb.tiny_clip', fromlist=['x']).train_tiny_clip(
         ClipConfig.tiny(), ms.MetaShapesConfig.v1()), ConfigError, "recipe='captions' trains on a world='v2'"),
     ('config-n-objects-reversed', lambda t: ms.MetaShapesConfig(n_objects=(3, 2)), ConfigError, 'n_objects=(3, 2)'),
     ('config-not-multiple', lambda t: ClipConfig(image_size=50), ConfigError, 'image_size=50: must be a multiple of patch_size=20'),
