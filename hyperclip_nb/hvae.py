@@ -16,7 +16,7 @@ from .clip_features import Features, TaskBatch
 from .clip_adapter import query_accuracy
 from .meta_learning import weight_generator
 from .hypernet import (HNet, HNetConfig, PrecomputeConfig, Latents, latent_accuracies, precompute_latents,
-                                   hnet_latents_key, precompute_config, val_tasks)
+                                   hnet_latents_key, precompute_config)
 
 # %% auto #0
 __all__ = ['SPACES', 'HVAE', 'kl_normal', 'hvae_loss', 'fit_hvae', 'hvae_accuracies', 'save_hvae', 'load_hvae', 'cached_hvae',
@@ -107,7 +107,7 @@ def load_hvae(path:str|Path, D:int, cfg:HVAEConfig, device:str|torch.device='cpu
 def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
     """(HVAE, history) trained on the weights G_φ(z) of the HNet's cached latents `lat` (`cached_latents(feats, hnet,
     pre)`), or loaded from the cache onto the latents' device. Its key is the latents' key plus `cfg`; the HVAE carries
-    it (`hvae.bundle`)."""
+    it (`hvae.bundle`) and the validation tasks of those latents (`hvae.val_idx`)."""
     key = hnet_latents_key(hnet, lat, 'cached_hvae').extend(hvae=cfg)
     def build(bundle, out):
         t0 = time.perf_counter()
@@ -116,18 +116,20 @@ def cached_hvae(hnet:HNet, lat:Latents, cfg:HVAEConfig) -> tuple[HVAE, dict]:
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     art = load_or_build('hvae', key, build)
     model = load_hvae(art.file('hvae.safetensors'), hnet.n_weights, cfg, device=lat.device)
+    model.val_idx = lat.val_idx            # not a buffer: the held-out tasks travel with the object, not in its file
     return with_key(model, key), art.json('history.json')
 
 def cached_hvae_latents(feats:Features, hvae:HVAE) -> Latents:
     """The HVAE-space precomputed adaptation dataset of a cached HVAE: method §3 with G = Dec frozen, from z_init^HVAE,
-    with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key, so the same validation tasks,
-    `val_idx`); built once, then loaded onto the features' device."""
+    with the `PrecomputeConfig` of the HNet latents it was trained on (read from its key) and their validation tasks
+    (`hvae.val_idx`); built once, then loaded onto the features' device."""
     key, pre = built_key(hvae, 'the HVAE'), precompute_config(hvae, 'the HVAE')
     def build(bundle, out):
         precompute_latents(hvae.dec, hvae.z_init, feats, pre).save(out/'latents.safetensors')
     art = load_or_build('hvae_latents', key, build)
     lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent', device=feats.image.device,
-                       val_idx=val_tasks(feats, pre))
+                       val_idx=getattr(hvae, 'val_idx', None))
+    if lat.val_idx is None: raise ConfigError("the HVAE knows no validation tasks: build it with cached_hvae(hnet, latents, cfg) or run.hvae()")
     lat = with_key(lat, key)
     lat.space = 'hvae'
     return lat
