@@ -18,10 +18,10 @@ from .clip_adapter import (adapter_size, random_adapter, support_loss, query_acc
 from .meta_learning import *
 
 # %% auto #0
-__all__ = ['fit_uncond_multitask', 'eval_shared_weights', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps', 'maml_meta_grad',
-           'maml_meta_grad_loop', 'fit_mnet_maml', 'bench_maml_vmap', 'fit_cond_multitask', 'eval_hypernet',
-           'film_weights', 'FilmModel', 'fit_cond_multitask_film', 'load_theta', 'save_module', 'load_module',
-           'cached_uncond_multitask', 'cached_mnet_maml', 'cached_cond_multitask', 'cached_film']
+__all__ = ['fit_uncond_multitask', 'eval_shared_weights', 'maml_meta_grad', 'maml_meta_grad_loop', 'fit_mnet_maml',
+           'bench_maml_vmap', 'fit_cond_multitask', 'eval_hypernet', 'film_weights', 'FilmModel',
+           'fit_cond_multitask_film', 'load_theta', 'save_module', 'load_module', 'cached_uncond_multitask',
+           'cached_mnet_maml', 'cached_cond_multitask', 'cached_film']
 
 # %% ../nbs/05_baselines.ipynb #44badc67
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
@@ -39,33 +39,6 @@ def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Ten
 def eval_shared_weights(theta:torch.Tensor, tb:TaskBatch) -> torch.Tensor:
     "Query accuracy [B] when every task uses the same weights θ."
     return query_accuracy(theta, tb)
-
-# %% ../nbs/05_baselines.ipynb #be57c071
-def task_loss(W:torch.Tensor,   # [D] flat adapter weights of one task
-              x:torch.Tensor,   # [N, d] image features
-              y:torch.Tensor,   # [N] labels, -1 = padding
-              prompts:torch.Tensor, answer_mask:torch.Tensor  # [A, d], [A]
-             ) -> torch.Tensor:
-    "Cross-entropy of one task (a scalar): the function `torch.func.grad` differentiates and `vmap` maps over tasks."
-    return task_ce(W[None], x[None], y[None], prompts[None], answer_mask[None])[0]
-
-def clip_norm(g:torch.Tensor, max_norm:float) -> torch.Tensor:
-    "g rescaled to L2 norm at most `max_norm` (differentiable; works under vmap)."
-    return g * (max_norm / g.norm().clamp(min=1e-12)).clamp(max=1.0)
-
-def inner_loop(W0:torch.Tensor, xs, ys, prompts, answer_mask, n_steps:torch.Tensor, max_steps:int, lr:float,
-               max_norm:float=10.0) -> torch.Tensor:
-    "One task's adaptation: `max_steps` clipped SGD steps on its support set, of which the first `n_steps` act. [D]"
-    W = W0
-    for k in range(max_steps):
-        g = clip_norm(grad(task_loss)(W, xs, ys, prompts, answer_mask), max_norm)
-        W = W - lr * (k < n_steps).to(W.dtype) * g
-    return W
-
-def draw_steps(steps:tuple, n:int, generator:torch.Generator) -> torch.Tensor:
-    "Inner-step counts for n adaptations, uniform on the inclusive range `steps` = (a, b): [n] long, on the generator's device."
-    a, b = steps
-    return torch.randint(a, b + 1, (n,), generator=generator, device=generator.device)
 
 # %% ../nbs/05_baselines.ipynb #595c7b4a
 def maml_meta_grad(theta:torch.Tensor,   # [D] the meta-learned initialization
