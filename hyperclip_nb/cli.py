@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
-    b.add_argument('--device', default='cpu', help='where to time the vectorised parts: cpu (default), cuda, cuda:N, mps or auto')
+    b.add_argument('--device', default='cpu', help='where to time the MAML and DDIM parts: cpu (default), cuda, cuda:N, mps or auto (the memory probe measures CPU memory)')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
     gc = sub.add_parser('gpu-check', help='the tiny pipeline on a GPU against the CPU, and one timed step of every stage at the paper sizes')
     gc.add_argument('--device', default='cuda', help='the device to check: cuda (default), cuda:N, mps, cpu or auto')
@@ -157,7 +157,7 @@ def cmd_bench(args) -> int:
     device = resolve_device(args.device)
     if bad := sorted(skip - set(BENCHES)): raise UsageError(f"--skip {','.join(bad)}: choose among {', '.join(BENCHES)}")
     rows = {}
-    if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=args.repeats)
+    if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=args.repeats, device=device)
     if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(args.repeats, device)
     if 'memory' not in skip: rows['maml_vs_metadiff_memory'] = bench_memory()
     print('| measurement | fast | reference | ratio | note |\n|---|---|---|---|---|')
