@@ -6,12 +6,14 @@
 from __future__ import annotations
 import os, platform, time
 from pathlib import Path
+from dataclasses import dataclass
 import numpy as np
 import torch
 from .core import *
 from .configs import *
 from .clip_adapter import chance
 from .hyperldm import guidance_sweep, GAMMAS, ETAS
+from .clip_adapter import FEW_SHOT_STEPS, FEW_SHOT_LR
 from .metadiff import metadiff_few_shot, METHODS as METADIFF_METHODS
 from .bridge import bridge_few_shot
 from .pipeline import Run
@@ -20,7 +22,7 @@ from .evaluation import _mean_std
 from .report import results_markdown, save_figure, plot_n_shot, plot_guidance_sweep, plot_few_shot
 
 # %% auto #0
-__all__ = ['cpu_name', 'versions', 'check_out_dir', 'reproduce']
+__all__ = ['cpu_name', 'versions', 'check_out_dir', 'ScoreSpec', 'row_scores', 'episode_scores', 'reproduce']
 
 # %% ../nbs/12c_reproduce.ipynb #d238892c
 def cpu_name() -> str:
@@ -47,6 +49,46 @@ def check_out_dir(out:str|Path) -> Path:
     if out.exists() and not out.is_dir(): raise ConfigError(f"--out {out} is a file; pass a folder")
     return out
 
+@dataclass
+class ScoreSpec(ConfigBase):
+    "What one cached score is of: a row of the table (or 'episodes', the N-way K-shot section) and the scoring protocol."
+    method: str = 'zero_shot_clip'
+    n_shot: bool = True                 # with the n-shot curve
+    few_shot_steps: int = FEW_SHOT_STEPS
+    few_shot_lr: float = FEW_SHOT_LR
+
+def _score_key(run, spec:ScoreSpec) -> Bundle:
+    "The key of one seed's scores: the run's features (with the kind of device), every seeded stage config, and `spec`."
+    return built_key(run.features(), 'the features').extend(
+        **{k: v for k, v in run.cfgs.items() if k not in ('data', 'clip')}, score=spec)
+
+def row_scores(run, name:str, n_shot:bool=True) -> tuple[dict, dict]:
+    """(scores, info) of row `name` of `METHODS` on one `Run`: {'zero_shot': [B], 'few_shot': [B], 'n_shot': curve} on
+    the meta-test tasks, and the choices and diagnostics the method made. Scored once per seed and cached (stage
+    'scores'), like the stages it is scored on, so a second `reproduce` on a warm cache reads its rows."""
+    def build(bundle, out):
+        set_seed(run.seed)
+        zero = METHODS[name](run)
+        r = score(zero, run.tasks('meta_test'), seed=run.seed, n_shot=run.cfgs['adapter'] if n_shot else None, name=name)
+        save_tensors(out/'scores.safetensors', {k: r[k] for k in ('zero_shot', 'few_shot') if k in r})
+        atomic_write_json(out/'scores.json', {'n_shot': r.get('n_shot'), 'info': dict(getattr(zero, 'info', None) or {})})
+    art = load_or_build('scores', _score_key(run, ScoreSpec(name, n_shot)), build)
+    j = art.json('scores.json')
+    return dict(art.tensors('scores.safetensors')) | ({'n_shot': j['n_shot']} if j['n_shot'] else {}), j['info']
+
+def episode_scores(run) -> tuple[dict, dict, dict]:
+    """({method: {'1shot': ..., ...}}, {K: episodes}, {part: seconds}) of the N-way K-shot section on one `Run`
+    (`metadiff_few_shot` and `bridge_few_shot`), scored once per seed and cached like `row_scores`; the seconds are
+    those of the run that scored them."""
+    def build(bundle, out):
+        set_seed(run.seed); tm = {}
+        res = metadiff_few_shot(run, timings=tm)
+        with timed(tm, 'bridge'): res |= bridge_few_shot(run)
+        atomic_write_json(out/'episodes.json', {'scores': res, 'episodes': {k[9:]: v for k, v in tm.items() if k.startswith('episodes_')},
+                                                'seconds': {k: v for k, v in tm.items() if not k.startswith('episodes_')}})
+    j = load_or_build('scores', _score_key(run, ScoreSpec('episodes', False)), build).json('episodes.json')
+    return j['scores'], j['episodes'], j['seconds']
+
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
               data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
               n_shot:bool=True, episodes:bool=True, overrides:dict|None=None, device:str|torch.device='auto') -> dict:
@@ -72,14 +114,12 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         zs, fs, curves, choices, kind_acc = [], [], [], [], []
         with timed(timings, name):
             for s in progress(seeds, desc=name):
-                set_seed(s)
-                zero = METHODS[name](runs[s])
-                r = score(zero, runs[s].tasks('meta_test'), seed=s, n_shot=cfgs['adapter'] if n_shot else None, name=name)
+                r, info = row_scores(runs[s], name, n_shot)
                 zs.append(r['zero_shot'].mean().item())
                 if kinds: kind_acc.append(per_kind(r['zero_shot'], kinds))
                 if 'few_shot' in r: fs.append(r['few_shot'].mean().item())
                 if 'n_shot' in r: curves.append(r['n_shot'])
-                if getattr(zero, 'info', None): choices.append(zero.info)
+                if info: choices.append(info)
         results[name] = summarize(zs, fs or None) | ({'n_shot': summarize_curves(curves)} if curves else {})
         if kind_acc: results[name]['per_kind'] = {k: float(np.mean([a[k] for a in kind_acc])) for k in kind_acc[0]}
         for key, keep in (('choice', lambda k: k in CHOICES), ('diagnostics', lambda k: k not in CHOICES)):
@@ -97,13 +137,9 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     if episodes:
         per_seed, t0 = [], time.perf_counter()
         for s in progress(seeds, desc='metadiff episodes'):
-            set_seed(s); tm = {}
-            run = runs[s]
-            per_seed.append(metadiff_few_shot(run, timings=tm))
-            with timed(tm, 'bridge'): per_seed[-1] |= bridge_few_shot(run)
-            for k, v in tm.items():
-                if k.startswith('episodes_'): few.setdefault('_episodes', {})[k[9:]] = v
-                else: timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
+            sc, n_ep, secs = episode_scores(runs[s])
+            per_seed.append(sc); few.setdefault('_episodes', {}).update(n_ep)
+            for k, v in secs.items(): timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
         few = summarize_episodes(per_seed) | {'_episodes_per_k': few.get('_episodes', {})}
         timings['few_shot_episodes'] = time.perf_counter() - t0
     res = {'dataset': dataset, 'config': preset, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
