@@ -166,19 +166,16 @@ def fit_cond_multitask_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, 
     return model.eval(), hist
 
 # %% ../nbs/05_baselines.ipynb #d6b42fbe
-def _theta_from(path:str|Path, d:int, hidden:int, device:str|torch.device, name:str='theta') -> torch.Tensor:
-    "The adapter vector `name` [D] of the safetensors file `path`, on `device`; refuses a file without it or of another size."
-    t = load_tensors(path, device)
-    if name not in t: raise DataError(f"{path}: lacks {name!r} (it holds {sorted(t)}); it is not a cached adapter θ")
-    D = adapter_size(d, hidden)
-    if tuple(t[name].shape) != (D,):
-        raise DataError(f"{path}: {name} has shape {tuple(t[name].shape)} but an adapter with h={hidden} on d={d} "
-                        f"features has D={D}; delete {Path(path).parent} to rebuild")
-    return t[name]
-
 def load_theta(path:str|Path, d:int, hidden:int, device:str|torch.device='cpu') -> torch.Tensor:
-    "A shared adapter θ [D] (Algorithms 2 and 3) stored by `save_tensors(path, {'theta': θ})`, on `device`; refuses a mismatching file."
-    return _theta_from(path, d, hidden, device)
+    """A shared adapter θ [D] (Algorithms 2 and 3) stored by `save_tensors(path, {'theta': θ})`, on `device`; refuses a
+    file without it or of another size."""
+    t = load_tensors(path, device)
+    if 'theta' not in t: raise DataError(f"{path}: lacks 'theta' (it holds {sorted(t)}); it is not a cached adapter θ")
+    D = adapter_size(d, hidden)
+    if tuple(t['theta'].shape) != (D,):
+        raise DataError(f"{path}: theta has shape {tuple(t['theta'].shape)} but an adapter with h={hidden} on d={d} "
+                        f"features has D={D}; delete {Path(path).parent} to rebuild")
+    return t['theta']
 
 def _module_spec(kind:str, d:int, cfg) -> dict:
     "What rebuilds a baseline's module (written beside its weights, checked on load): its kind and sizes."

@@ -6,7 +6,7 @@
 from __future__ import annotations
 # Over 300 lines for a reason: one check, whose eleven stage builders (a few lines each, one per trained stage) belong
 # beside the timing, the report and the command that run them; split, the check would be read in pieces.
-import argparse, contextlib, dataclasses, gc, inspect, json, math, os, resource, statistics, sys, time, traceback
+import contextlib, gc, json, math, os, statistics, time, traceback
 from functools import partial
 from pathlib import Path
 import torch
@@ -22,7 +22,7 @@ from .hypernet import HNet, hnet_meta_grad, latent_finetune
 from .hvae import HVAE, hvae_loss
 from .hyperclip import HyperClip, hyperclip_loss
 from .diffusion import Denoiser, NoiseSchedule, diffusion_loss, drop_condition
-from .metadiff import MetaDiffDenoiser, metadiff_loss, metadiff_schedule, synthetic_episodes
+from .metadiff import MetaDiffDenoiser, metadiff_loss, metadiff_schedule, synthetic_episodes, _peak_rss_mb
 from .bridge import Bridge, BridgeDenoiser, bridge_loss
 from .report import compare_results, comparison_markdown
 from .reproduce import reproduce, check_out_dir
@@ -129,7 +129,7 @@ def _hyperldm(dev, s, cfgs):
     "(g) One HyperLDM step: condition dropout, `diffusion_loss` of the denoiser, Adam."
     cfg, k = cfgs['hyperldm'], cfgs['hnet'].latent
     with torch.device(dev): model = Denoiser(k, s['d'], cfg.width, cfg.depth, cfg.temb)
-    sched = NoiseSchedule.from_name(cfg.schedule, cfg.T).to(dev)
+    sched = NoiseSchedule.from_name(cfg.schedule, cfg.T, dev)
     g = as_generator(0, dev)
     x0, cond = torch.randn(cfg.batch, k, generator=g, device=g.device), torch.randn(cfg.batch, s['d'], generator=g, device=g.device)
     params, opt = list(model.parameters()), _adam(model.parameters(), cfg)
@@ -144,7 +144,7 @@ def _bridge(dev, s, cfgs):
     with torch.device(dev):
         G = HNet(s['d'], hcfg).G.requires_grad_(False)
         model = BridgeDenoiser(k, s['d'], cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
-    bridge = Bridge(model, NoiseSchedule.from_name(cfg.schedule, cfg.T).to(dev), torch.zeros(k, device=dev),
+    bridge = Bridge(model, NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), torch.zeros(k, device=dev),
                     torch.ones(k, device=dev), G)
     tb = random_tasks(cfg.batch, S, 0, s['answers'], s['d'], dev)
     g = as_generator(1, dev)
@@ -153,19 +153,12 @@ def _bridge(dev, s, cfgs):
     return (f"batch {cfg.batch}, latent {k}, {S} support pairs, D={adapter_size(s['d'], hcfg.hidden):,}, T={cfg.T}",
             lambda: _train_step(opt, params, cfg.max_norm, lambda: bridge_loss(bridge, x0, q, tb, cfg, g)))
 
-def _episodes(dev, **kw):
-    "`synthetic_episodes` on `dev`: drawn there if it takes a device, else drawn on the CPU and moved."
-    if 'device' in inspect.signature(synthetic_episodes).parameters: return synthetic_episodes(**kw, device=dev)
-    ep = synthetic_episodes(**kw)
-    return dataclasses.replace(ep, **{f.name: getattr(ep, f.name).to(dev) for f in dataclasses.fields(ep)
-                                      if torch.is_tensor(getattr(ep, f.name))})
-
 def _metadiff(dev, s, cfgs):
     "(i) One MetaDiff step at its largest K: `metadiff_loss` on a batch of episodes, Adam with weight decay."
     cfg = cfgs['metadiff']; K = max(cfg.shots)
     with torch.device(dev): model = MetaDiffDenoiser(s['d'], cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
     sched = metadiff_schedule(cfg).to(dev)
-    ep = _episodes(dev, E=cfg.batch, N=cfg.ways, K=K, d=s['d'], Q=cfg.queries)
+    ep = synthetic_episodes(E=cfg.batch, N=cfg.ways, K=K, d=s['d'], Q=cfg.queries, device=dev)
     g = as_generator(0, dev)
     params, opt = list(model.parameters()), _adam(model.parameters(), cfg, weight_decay=cfg.weight_decay)
     return (f"{cfg.batch} episodes, {cfg.ways}-way {K}-shot, d={s['d']}, widths {cfg.width1}/{cfg.width2}, T={cfg.T}",
@@ -204,11 +197,6 @@ def _sync(dev:torch.device):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
     elif dev.type == 'mps': torch.mps.synchronize()
 
-def _peak_rss_mib() -> float:
-    "This process's peak resident size in MiB (getrusage: KiB on Linux, bytes on macOS)."
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == 'darwin' else r / 1024
-
 def time_step(step, dev:torch.device, repeats:int=3) -> tuple[float, torch.Tensor]:
     "(median seconds of `repeats` calls of `step` after one warm-up call, the last call's output)."
     if repeats < 1: raise ConfigError(f"repeats={repeats}: must be >= 1")
@@ -225,7 +213,7 @@ def run_stage(name:str, build, dev:torch.device, shapes:dict, cfgs:dict, repeats
     cuda = dev.type == 'cuda'
     gc.collect()
     if cuda: torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
-    rss0 = _peak_rss_mib()
+    rss0 = _peak_rss_mb()
     row = {'stage': name, 'what': '', 'seconds': math.nan, 'peak_mib': math.nan,
            'memory': 'cuda allocated' if cuda else 'cpu rss', 'finite': False, 'error': None}
     try:
@@ -237,7 +225,7 @@ def run_stage(name:str, build, dev:torch.device, shapes:dict, cfgs:dict, repeats
         msg = str(e).strip().splitlines()
         row['error'] = f"{type(e).__name__}: {msg[0] if msg else ''}"
         row['traceback'] = traceback.format_exc()
-    row['peak_mib'] = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else max(_peak_rss_mib() - rss0, 0.)
+    row['peak_mib'] = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else max(_peak_rss_mb() - rss0, 0.)
     return row
 
 def stage_steps(device:str|torch.device, size:str='paper', repeats:int=3, stages:list|None=None) -> list[dict]:
