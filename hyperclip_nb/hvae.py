@@ -127,7 +127,7 @@ def cached_hvae_latents(feats:Features, hvae:HVAE) -> Latents:
     def build(bundle, out):
         precompute_latents(hvae.dec, hvae.z_init, feats, pre).save(out/'latents.safetensors')
     art = load_or_build('hvae_latents', key, build)
-    lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent', device=feats.image.device,
+    lat = Latents.load(art.file('latents.safetensors'), hvae.latent, feats.d, 'HVAEConfig.latent', device=feats.device,
                        val_idx=getattr(hvae, 'val_idx', None))
     if lat.val_idx is None: raise ConfigError("the HVAE knows no validation tasks: build it with cached_hvae(hnet, latents, cfg) or run.hvae()")
     lat = with_key(lat, key)

@@ -179,7 +179,7 @@ def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, 
     """(S*, accuracy after each step 0..S): the number of guidance steps S* ≤ `cfg.guide_steps` with the best mean query
     accuracy (ties to fewer steps) on the validation tasks, the meta-train tasks the precomputed latents left out:
     `val_idx` (the latents' `val_idx`) when given, else those `validation_split` holds out at `val_frac`."""
-    if val_idx is None: val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac)[1].to(feats.image.device)
+    if val_idx is None: val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac, device=feats.device)[1]
     if len(val_idx) == 0: raise ConfigError("choosing S needs validation tasks: set PrecomputeConfig.val_frac > 0")
     tb = feats.tasks('meta_train', val_idx)
     _, log = guide(model, G, z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=tb)

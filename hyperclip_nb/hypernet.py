@@ -119,7 +119,7 @@ def hnet_meta_grad_loop(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_step
 # %% ../nbs/06_hypernet.ipynb #6ab01599
 def fit_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HNet, dict]:
     "Meta-learn the HNet over the meta-train tasks (Algorithm 4; Algorithm 7 when `conditional`); returns (model, history)."
-    dev = feats.image.device
+    dev = feats.device
     set_seed(cfg.seed); g = as_generator(cfg.seed, dev)
     with torch.device(dev): model = HNet(feats.d, cfg, conditional)
     def batch_step(tb, g):
@@ -243,7 +243,7 @@ class Latents:
 def val_tasks(feats:Features, pre:PrecomputeConfig) -> torch.Tensor:
     """The validation tasks of latents precomputed with `pre` on `feats`: the meta-train positions that `validation_split`
     holds out at `pre.val_frac` [N_val], on the features' device. A fixed split (seed 2021), the same on every device."""
-    return validation_split(len(feats.splits['meta_train'].questions), pre.val_frac)[1].to(feats.image.device)
+    return validation_split(len(feats.splits['meta_train'].questions), pre.val_frac, device=feats.device)[1]
 
 def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, k] → weights [B, D]
                        z_init:torch.Tensor,     # [k] the start of every fine-tuning
@@ -251,10 +251,10 @@ def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, 
     """Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both
     splits. The validation tasks (`validation_split` at `cfg.val_frac`) are left out of the passes, so no model trained
     on these latents has seen them; they are the result's `val_idx`. Runs on the features' device."""
-    dev = feats.image.device
+    dev = feats.device
     g = as_generator(cfg.seed, dev)
     tune = lambda tb: latent_finetune(G, z_init, tb, cfg.steps, cfg.lr, cfg.max_norm)
-    fit_idx, val_idx = (i.to(dev) for i in validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac))
+    fit_idx, val_idx = validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac, device=dev)
     lat, ids = [], []
     for p in progress(range(cfg.passes), desc='precompute'):
         perm = fit_idx[torch.randperm(len(fit_idx), generator=g, device=g.device)]
@@ -276,7 +276,7 @@ def cached_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     key = built_key(feats, 'the features').extend(hnet=cfg)
     art = load_or_build('cond_hnet' if conditional else 'hnet', key, build)
-    model = load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional, device=feats.image.device)
+    model = load_hnet(art.file('hnet.safetensors'), feats.d, cfg, conditional, device=feats.device)
     return with_key(model, key), art.json('history.json')
 
 def hnet_latents_key(hnet:HNet, lat:Latents, who:str) -> Bundle:
@@ -302,7 +302,7 @@ def cached_latents(feats:Features, hnet:HNet, pre:PrecomputeConfig) -> Latents:
         precompute_latents(hnet.G, hnet.z0, feats, pre).save(out/'latents.safetensors')
         return {'seconds': time.perf_counter() - t0}
     art = load_or_build('hnet_latents', key, build)
-    lat = Latents.load(art.file('latents.safetensors'), hnet.z0.shape[-1], feats.d, device=feats.image.device,
+    lat = Latents.load(art.file('latents.safetensors'), hnet.z0.shape[-1], feats.d, device=feats.device,
                        val_idx=val_tasks(feats, pre))
     return with_key(lat, key)
 

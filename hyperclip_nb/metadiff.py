@@ -217,7 +217,7 @@ def metadiff_schedule(cfg:MetaDiffConfig, device:str|torch.device='cpu') -> Nois
 def fit_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDenoiser, NoiseSchedule, dict]:
     """Train the denoiser on meta-train episodes with K shots, on the features' device; returns (the EMA denoiser, which
     samples; schedule; history)."""
-    dev = feats.image.device
+    dev = feats.device
     set_seed(cfg.seed); g = as_generator(cfg.seed + K, dev)
     sampler = EpisodeSampler(feats, 'meta_train', K, cfg.ways, cfg.queries)
     sched = metadiff_schedule(cfg, dev)
@@ -296,7 +296,7 @@ def cached_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiff
     bundle = built_key(feats, 'the features').extend(metadiff=cfg)
     bundle.parts['K'] = K
     art = load_or_build('metadiff', bundle, build)
-    dev = feats.image.device
+    dev = feats.device
     with torch.device(dev): model = MetaDiffDenoiser(feats.d, cfg.width1, cfg.width2, cfg.temb, cfg.gate_hidden)
     try: model.load_state_dict(art.tensors('denoiser.safetensors', device=dev))
     except RuntimeError as e: raise DataError(f"{art.path}: does not fit MetaDiffDenoiser for {cfg}; delete it to rebuild") from e
