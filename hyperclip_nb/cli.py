@@ -214,9 +214,13 @@ def _part_and_device(args) -> tuple[tuple[int, int], 'torch.device']:
     env = os.environ
     if args.shard is not None: return parse_shard(args.shard), resolve_device(args.device)
     if int(env.get('WORLD_SIZE', '1') or 1) <= 1: return (0, 1), resolve_device(args.device)
-    part = parse_shard(f"{env.get('RANK', '')}/{env['WORLD_SIZE']}")
+    if not env.get('RANK'): raise UsageError(f"WORLD_SIZE={env['WORLD_SIZE']} but RANK is not set; start with torchrun, or pass --shard I/N")
+    part = parse_shard(f"{env['RANK']}/{env['WORLD_SIZE']}")
     dev = resolve_device(args.device)
-    if dev.type == 'cuda' and args.device in ('auto', 'cuda') and env.get('LOCAL_RANK'): dev = resolve_device(f"cuda:{env['LOCAL_RANK']}")
+    if dev.type == 'cuda' and args.device in ('auto', 'cuda') and env.get('LOCAL_RANK'):
+        import torch
+        dev = resolve_device(f"cuda:{env['LOCAL_RANK']}")
+        torch.cuda.set_device(dev)   # this process's GPU, also for the DataLoader's pinning thread
     return part, dev
 
 def cmd_features(args) -> int:

@@ -39,7 +39,9 @@ def _metavqa(src:MetaVQASource):
     "The Meta-VQA dataset of `src`, checked by `prepare_metavqa`, whose list of what is missing is put on one line."
     from hyperclip_nb.meta_vqa import prepare_metavqa
     try: return prepare_metavqa(src.data_root)
-    except DataError as e: raise DataError('; '.join(s.strip(' -') for s in str(e).splitlines() if s.strip(' -'))) from e
+    except DataError as e:
+        head, *items = [s.strip(' -') for s in str(e).splitlines() if s.strip(' -')]
+        raise DataError(' '.join([head] + ['; '.join(items)])) from e
 
 def _vqa_shards(key:Bundle, ds, shard_size:int) -> ImageShards:
     "The shards of the features keyed `key` (data folder, CLIP, device kind), in a folder keyed by that and the shard size."
