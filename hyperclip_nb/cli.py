@@ -10,7 +10,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['REFERENCE_RESULTS', 'BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_compare', 'cmd_bench',
-           'cmd_gpu_check', 'main']
+           'cmd_gpu_check', 'cmd_features', 'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='hyperclip_nb', description='Generate task-adapted network weights from a question: '
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
-    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check,features}', parser_class=_Parser)
     d = sub.add_parser('data', help='write a Meta-Shapes dataset in the Meta-VQA format')
     d.add_argument('--dataset', choices=['metashapes'], default='metashapes')
     d.add_argument('--config', choices=list(PRESETS), default='default')
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument('--size', choices=['paper', 'tiny'], default='paper', help='sizes of the stage steps (default paper)')
     gc.add_argument('--abs-tol', type=_nonneg_float, default=2.0, help='tolerance of the comparison in accuracy points (default 2)')
     gc.add_argument('--k', type=_nonneg_float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
+    _add_features_parser(sub)
     for q in (d, r, c, b, gc): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
@@ -184,6 +185,72 @@ def cmd_gpu_check(args) -> int:
     print(report); print(f"wrote {Path(args.out)/'gpu_check.md'} and {Path(args.out)/'gpu_check.json'}")
     return code
 
+# %% ../nbs/13_cli.ipynb #f9b87e6a
+def _nonneg_int(s:str) -> int:
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid int value: {s!r}")
+    if v < 0: raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+def _add_features_parser(sub):
+    "The `features` command's arguments."
+    f = sub.add_parser('features', help="extract a dataset's frozen CLIP features into the cache (resumable; --shard I/N splits the work)")
+    f.add_argument('--dataset', choices=['metavqa', 'metashapes'], default='metavqa')
+    f.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
+    f.add_argument('--clip', default=None, help='an open_clip model name such as ViT-L-14-336 (Meta-VQA)')
+    f.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
+    f.add_argument('--config', choices=list(PRESETS), default='default', help='the Meta-Shapes preset (world and tiny CLIP)')
+    f.add_argument('--device', default='auto', help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps")
+    f.add_argument('--batch-size', type=_positive_int, default=256, help='images (and texts) per batch (default 256)')
+    f.add_argument('--workers', type=_nonneg_int, default=None, help='image-decoding processes (default: cores - 1, at most 8; 0: none)')
+    f.add_argument('--shard', default=None, metavar='I/N', help='extract part I (from 0) of N; default RANK/WORLD_SIZE under torchrun, else 0/1')
+    f.add_argument('--shard-size', type=_positive_int, default=None, help='images per shard file (default 2048)')
+    f.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return f
+
+def _part_and_device(args) -> tuple[tuple[int, int], 'torch.device']:
+    "(part (i, n), device): from --shard, else from torchrun's RANK/WORLD_SIZE (and GPU LOCAL_RANK for --device auto/cuda)."
+    from hyperclip_nb.clip_features import parse_shard
+    env = os.environ
+    if args.shard is not None: return parse_shard(args.shard), resolve_device(args.device)
+    if int(env.get('WORLD_SIZE', '1') or 1) <= 1: return (0, 1), resolve_device(args.device)
+    if not env.get('RANK'): raise UsageError(f"WORLD_SIZE={env['WORLD_SIZE']} but RANK is not set; start with torchrun, or pass --shard I/N")
+    part = parse_shard(f"{env['RANK']}/{env['WORLD_SIZE']}")
+    dev = resolve_device(args.device)
+    if dev.type == 'cuda' and args.device in ('auto', 'cuda') and env.get('LOCAL_RANK'):
+        import torch
+        dev = resolve_device(f"cuda:{env['LOCAL_RANK']}")
+        torch.cuda.set_device(dev)   # this process's GPU, also for the DataLoader's pinning thread
+    return part, dev
+
+def cmd_features(args) -> int:
+    "Extract one dataset's features (one part of them with --shard) into the cache; print where they are."
+    from hyperclip_nb.configs import ClipConfig, stage_configs
+    part, device = _part_and_device(args)   # a bad --shard or device: one line, nothing written
+    if args.dataset == 'metashapes':
+        if args.data_root or args.clip or part != (0, 1):
+            raise UsageError("--dataset metashapes renders its world into the cache and trains its tiny CLIP: drop --data-root, --clip and --shard")
+        from hyperclip_nb.clip_features import metashapes_features
+        cfgs = stage_configs(args.config)
+        f = metashapes_features(cfgs['data'], cfgs['clip'], device)
+        print(f"features: {artifact_dir('features', f.bundle)} ({len(f.image_ids)} images, {len(f.question)} tasks, d={f.d})")
+        return 0
+    if not args.data_root:
+        raise UsageError("--dataset metavqa needs --data-root DIR (the Meta-VQA split files, prompt_meta.json and COCO images)")
+    if not args.clip or args.clip == 'tiny':
+        raise UsageError("--dataset metavqa needs a pretrained --clip, e.g. --clip ViT-L-14-336 --clip-pretrained openai")
+    root = Path(args.data_root).expanduser()
+    if not root.is_dir(): raise UsageError(f"--data-root {root}: no such folder")
+    from hyperclip_nb.clip_features import SHARD_SIZE
+    from hyperclip_nb.pipeline import vqa_features
+    r = vqa_features(root, ClipConfig(model=args.clip, pretrained=args.clip_pretrained), device, part, args.batch_size,
+                     args.workers, args.shard_size or SHARD_SIZE)
+    done = f"part {part[0]}/{part[1]}: encoded {len(r['encoded'])} shard(s), found {len(r['reused'])} on disk"
+    if r['path'] is None:
+        print(f"{done}; {len(r['waiting'])} shard(s) of other parts not written yet in {r['folder']}: the last part to finish merges them")
+    else: print(f"{done}; features: {r['path']}")
+    return 0
+
 # %% ../nbs/13_cli.ipynb #eab71275
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `hyperclip_nb` console script."
@@ -191,9 +258,9 @@ def main(argv:list[str]|None=None) -> int:
     debug = '--debug' in argv
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None: raise UsageError("choose a command: data, reproduce, compare, bench or gpu-check (see hyperclip_nb --help)")
+        if args.command is None: raise UsageError("choose a command: data, reproduce, compare, bench, gpu-check or features (see hyperclip_nb --help)")
         return {'data': cmd_data, 'reproduce': cmd_reproduce, 'compare': cmd_compare, 'bench': cmd_bench,
-                'gpu-check': cmd_gpu_check}[args.command](args)
+                'gpu-check': cmd_gpu_check, 'features': cmd_features}[args.command](args)
     except HyperclipError as e:
         if debug: raise
         print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2

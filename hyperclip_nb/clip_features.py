@@ -4,7 +4,9 @@
 
 # %% ../nbs/03_clip_features.ipynb #278cbbad
 from __future__ import annotations
-import json, time, contextlib
+# Over 300 lines for a reason: one job, the frozen features: loading a CLIP, encoding (DataLoader decoding, shards that make a
+# long extraction resumable and divisible between processes), the index tables and `Features` that every stage reads.
+import os, json, time, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -15,8 +17,10 @@ from . import meta_shapes as ms
 from .tiny_clip import ClosedVocabTokenizer, build_tiny_clip, clip_key, _build_tiny, to_uint8, normalize_images
 
 # %% auto #0
-__all__ = ['load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts', 'encode_images', 'SplitIndex',
-           'TaskBatch', 'Features', 'extract_features', 'metashapes_features']
+__all__ = ['SHARD_SIZE', 'TEST_CLIP', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts',
+           'default_workers', 'ImageDataset', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
+           'extract_features', 'metashapes_features', 'FeatureShards', 'parse_shard', 'shard_folder', 'ImageShards',
+           'encode_image_shards', 'tiny_open_clip', 'tiny_metavqa_folder']
 
 # %% ../nbs/03_clip_features.ipynb #2f6c1416
 def load_pretrained_clip(name:str, pretrained:str, device:str|torch.device='cpu'):
@@ -77,25 +81,77 @@ def _tokenize(tokenizer, texts:list[str], dev:torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_texts(model, tokenizer, texts:list[str], batch_size:int=256, device:str|torch.device|None=None,
-                 amp:bool=True) -> torch.Tensor:
+                 amp:bool=True, desc:str|None=None) -> torch.Tensor:
     """CLIP text features [len(texts), d] (unnormalized, float32, on the CPU for saving), in batches of `batch_size`,
-    encoded on `device` (the model's own when None; the model is moved there), under bf16 autocast on CUDA when `amp`."""
-    model, dev, ctx = _encode_on(model, device, amp)
-    with ctx: out = [model.encode_text(_tokenize(tokenizer, texts[i:i + batch_size], dev)).float().cpu()
-                     for i in range(0, len(texts), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, device='cpu')
-
-@torch.no_grad()
-def encode_images(model, ds:MetaDataset, image_ids:list[str], image_size:int, batch_size:int=256,
-                  device:str|torch.device|None=None, amp:bool=True) -> torch.Tensor:
-    """CLIP image features [len(image_ids), d] (unnormalized, float32, on the CPU for saving), with a progress bar:
-    images are decoded on the CPU, then encoded on `device` (the model's own when None), as `encode_texts`."""
+    encoded on `device` (the model's own when None; the model is moved there), under bf16 autocast on CUDA when `amp`.
+    With a `desc`, a progress bar counts texts per second."""
     model, dev, ctx = _encode_on(model, device, amp)
     out = []
-    for i in progress(range(0, len(image_ids), batch_size), desc='encoding images'):
-        x = torch.stack([to_uint8(ds.load_image(j), image_size) for j in image_ids[i:i + batch_size]]).to(dev)
-        with ctx: out.append(model.encode_image(normalize_images(x)).float().cpu())
-    return torch.cat(out)
+    with ctx, progress(total=len(texts), desc=desc, unit='texts', disable=desc is None) as bar:
+        for i in range(0, len(texts), batch_size):
+            out.append(model.encode_text(_tokenize(tokenizer, texts[i:i + batch_size], dev)).float().cpu())
+            bar.update(len(out[-1]))
+    return torch.cat(out) if out else torch.zeros(0, device='cpu')
+
+# %% ../nbs/03_clip_features.ipynb #7cf6e5d0
+def default_workers() -> int:
+    "Image-decoding worker processes for a large extraction: one per core but one, at most 8 (0 on one core)."
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+@dataclass
+class _Unreadable:
+    "An image that could not be decoded, travelling through the DataLoader in place of its pixels."
+    image_id: str
+    message: str
+
+class ImageDataset(torch.utils.data.Dataset):
+    """The images `image_ids` of `ds`, each decoded and resized as the features have always been made (`ds.load_image`,
+    then `to_uint8`: uint8 [3, image_size, image_size]); what DataLoader workers run."""
+    def __init__(self, ds:MetaDataset, image_ids:list[str], image_size:int):
+        self.ds, self.ids, self.size = ds, list(image_ids), image_size
+    def __len__(self): return len(self.ids)
+    def __getitem__(self, k:int):
+        try: return to_uint8(self.ds.load_image(self.ids[k]), self.size)
+        except DataError as e: return _Unreadable(self.ids[k], ' '.join(str(e).split()))
+
+def _collate(items:list):
+    "The uint8 batch [B, 3, R, R], or the batch's first unreadable image."
+    return next((x for x in items if isinstance(x, _Unreadable)), None) or torch.stack(items)
+
+def _task_of(ds:MetaDataset, image_id:str) -> str:
+    "The first task that uses `image_id`, for error messages."
+    for name, split in ds.splits.items():
+        for t in split:
+            if any(i == image_id for i, _ in (*t.support, *t.query)): return f"task {t.question!r} of {name}"
+    return "no task"
+
+def _image_batches(model, ds:MetaDataset, image_ids:list[str], batches:list[list[int]], image_size:int,
+                   device=None, amp:bool=True, workers:int=0, desc:str='encoding images', done:int=0, total:int|None=None):
+    """Yield the CLIP features [len(batch), d] (float32, CPU) of each batch of positions into `image_ids`, in order.
+    `workers` processes decode the next batches (into pinned memory on CUDA) while the model encodes this one; the bar
+    counts images per second (`done` of `total` already there when resuming)."""
+    if not batches: return
+    model, dev, ctx = _encode_on(model, device, amp)
+    loader = torch.utils.data.DataLoader(ImageDataset(ds, image_ids, image_size), batch_sampler=batches,
+                                         num_workers=workers, collate_fn=_collate, pin_memory=dev.type == 'cuda',
+                                         prefetch_factor=4 if workers else None)
+    total = sum(map(len, batches)) + done if total is None else total
+    with progress(total=total, initial=done, desc=desc, unit='images') as bar:
+        for x in loader:
+            if isinstance(x, _Unreadable):
+                raise DataError(f"{x.message}; it is an image of {_task_of(ds, x.image_id)}; replace the file (re-download or unzip it again) and rerun")
+            with torch.no_grad(), ctx: f = model.encode_image(normalize_images(x.to(dev, non_blocking=True))).float().cpu()
+            bar.update(len(f))
+            yield f
+
+def encode_images(model, ds:MetaDataset, image_ids:list[str], image_size:int, batch_size:int=256,
+                  device:str|torch.device|None=None, amp:bool=True, workers:int=0) -> torch.Tensor:
+    """CLIP image features [len(image_ids), d] (unnormalized, float32, on the CPU for saving), with a progress bar:
+    images are decoded on the CPU (by `workers` processes, or in this one when 0), then encoded on `device` (the
+    model's own when None), as `encode_texts`; batches are `batch_size` consecutive images from the first."""
+    n = len(image_ids)
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    return torch.cat(list(_image_batches(model, ds, image_ids, batches, image_size, device, amp, workers)))
 
 # %% ../nbs/03_clip_features.ipynb #ae785943
 @dataclass
@@ -227,19 +283,26 @@ class Features:
 
 # %% ../nbs/03_clip_features.ipynb #84a525c3
 def extract_features(ds:MetaDataset, model, tokenizer, image_size:int, batch_size:int=256,
-                     device:str|torch.device|None=None, amp:bool=True) -> Features:
+                     device:str|torch.device|None=None, amp:bool=True, workers:int=0, shards:ImageShards|None=None) -> Features:
     """Encode every image, question and answer prompt of `ds` with a frozen CLIP on `device` (the model's own when
-    None; bf16 autocast on CUDA when `amp`); the features come back as CPU tensors, ready to save."""
+    None; bf16 autocast on CUDA when `amp`); the features come back as CPU tensors, ready to save. `workers` processes
+    decode the images. With `shards` (an `ImageShards` of `ds`'s images, below), the image table is encoded shard by
+    shard into them, keeping those already on disk, then read back: an interrupted extraction continues where it stopped."""
     ids = ds.image_ids()
+    if not ids: raise DataError(f"{ds.root}: the splits name no image; is this a Meta-VQA folder?")
     for i in ids: ds.image_path(i)      # fail early, naming the first missing image
-    image = encode_images(model, ds, ids, image_size, batch_size, device, amp)
+    if shards is None: image = encode_images(model, ds, ids, image_size, batch_size, device, amp, workers)
+    else:
+        if shards.ids != ids: raise DataError(f"{shards.folder}: shards of another image list than {ds.root}'s; pass ImageShards of ds.image_ids()")
+        encode_image_shards(model, ds, shards, image_size, (0, 1), batch_size, device, amp, workers)
+        image = shards.merged()
     img_row = {i: r for r, i in enumerate(ids)}
     splits, prompts, qs = {}, [], []
     for name, split in ds.splits.items():
         splits[name], p, q = _index_split(split, img_row, len(prompts), len(qs))
         prompts += p; qs += q
-    question, prompt = (encode_texts(model, tokenizer, qs, batch_size, device, amp),
-                        encode_texts(model, tokenizer, prompts, batch_size, device, amp))
+    question, prompt = (encode_texts(model, tokenizer, qs, batch_size, device, amp, desc='encoding questions'),
+                        encode_texts(model, tokenizer, prompts, batch_size, device, amp, desc='encoding prompts'))
     for name, t in (('image', image), ('question', question), ('prompt', prompt)):
         if not torch.isfinite(t).all(): raise DataError(f"{name} features of {ds.name} contain NaN or inf; check the CLIP weights")
     return Features(image, question, prompt, ids, splits, {'dataset': ds.name, 'd': image.shape[1]})
@@ -263,3 +326,149 @@ def metashapes_features(data_cfg:ms.MetaShapesConfig|None=None, clip_cfg:ClipCon
     key = Bundle.of(data=data_cfg, clip=clip_cfg, **device_parts(device))   # trained off the CPU: a key of its own
     art = load_or_build('features', key, lambda b, out: _build_features(b, out, device))
     return with_key(Features.load(art.path, device), key)   # later stages extend it
+
+# %% ../nbs/03_clip_features.ipynb #eaada6a0
+SHARD_SIZE = 2048   # images per shard of the image-feature table: about 6 MB of ViT-L/14 features
+
+@dataclass
+class FeatureShards(ConfigBase):
+    "How the image-feature table is cut into shards: a part of the key of the folder that holds them."
+    shard_size: int = SHARD_SIZE
+    def validate(self): self.check_positive('shard_size')
+
+def parse_shard(spec:str) -> tuple[int, int]:
+    "'i/n' → (i, n): this process extracts part i (counted from 0) of n."
+    i, sep, n = str(spec).partition('/')
+    try: i, n = int(i), int(n)
+    except ValueError: raise ConfigError(f"--shard {spec!r}: write i/n with whole numbers, e.g. 0/2 and 1/2 for two processes") from None
+    if n < 1: raise ConfigError(f"--shard {spec}: {n} parts; n must be at least 1 (e.g. 0/2 and 1/2 for two processes)")
+    if not 0 <= i < n: raise ConfigError(f"--shard {spec}: there is no part {i} of {n}; parts count from 0 to {n - 1}")
+    return i, n
+
+def shard_folder(key:Bundle) -> Path:
+    "Where the shards of the features keyed `key` (data, CLIP and `FeatureShards` configs) are written while in progress."
+    return cache_dir()/'features'/'.shards'/key.key()
+
+def _describe(part:dict|None) -> str:
+    "A key part in a few words: a data folder by its path, a CLIP by its model and weights."
+    if not isinstance(part, dict): return 'nothing'
+    if 'data_root' in part: return f"data folder {part['data_root']}"
+    if 'model' in part: return f"CLIP {part['model']} ({part.get('pretrained') or 'trained here'})"
+    return json.dumps({k: v for k, v in part.items() if k != 'class'}, sort_keys=True)
+
+class ImageShards:
+    """The image-feature table of `image_ids`, written in shards of `shard_size` images into `folder`: shard s holds
+    the features of images [s·size, (s+1)·size), in `shard-{s:05d}-of-{n:05d}.safetensors`, written atomically with
+    its image ids and the `key` it was encoded under. A shard with another key or other images is refused by name."""
+    def __init__(self, folder:str|Path, key:Bundle, image_ids:list[str], shard_size:int=SHARD_SIZE):
+        if not image_ids: raise DataError(f"no images to encode into {folder}; the dataset's splits name no image")
+        self.folder, self.key, self.ids, self.size = Path(folder), key, list(image_ids), FeatureShards(shard_size).shard_size
+        self.n = -(-len(self.ids) // self.size)   # ceil
+    def __len__(self): return self.n
+    def images(self, s:int) -> range: return range(s * self.size, min((s + 1) * self.size, len(self.ids)))
+    def part(self, i:int, n:int) -> range:
+        "The shards of process i of n: a contiguous block, the blocks of 0..n-1 covering every shard once."
+        return range(i * self.n // n, (i + 1) * self.n // n)
+    def path(self, s:int) -> Path: return self.folder/f'shard-{s:05d}-of-{self.n:05d}.safetensors'
+    def on_disk(self) -> list[int]: return [s for s in range(self.n) if self.path(s).exists()]
+
+    def write(self, s:int, image:torch.Tensor):
+        "Write shard `s`, features [len(images(s)), d], atomically, with its image ids and key."
+        from safetensors.torch import save
+        r = self.images(s)
+        if image.shape[0] != len(r): raise DataError(f"shard {s}: {image.shape[0]} feature rows for {len(r)} images")
+        if not torch.isfinite(image).all(): raise DataError(f"{self.path(s)}: features contain NaN or inf; check the CLIP weights")
+        meta = {'key': json.dumps(self.key.parts, sort_keys=True), 'image_ids': json.dumps(self.ids[r.start:r.stop]),
+                'version': package_version()}
+        atomic_write_bytes(self.path(s), save({'image': image.detach().contiguous().cpu()}, metadata=meta))
+
+    def read(self, s:int) -> torch.Tensor|None:
+        "Shard `s`'s features (CPU), None when it is not on disk; a `DataError` when it belongs to another run."
+        from safetensors import safe_open
+        p = self.path(s)
+        if not p.exists(): return None
+        try:
+            with safe_open(str(p), 'pt', device='cpu') as f: meta, image = f.metadata() or {}, f.get_tensor('image')
+            key, ids = json.loads(meta['key']), json.loads(meta['image_ids'])
+        except Exception as e:
+            raise DataError(f"{p}: not a readable shard ({type(e).__name__}: {e}); delete it and rerun to encode it again") from e
+        for part in sorted(set(key) | set(self.key.parts)):
+            if key.get(part) != self.key.parts.get(part):
+                raise DataError(f"{p}: written for {_describe(key.get(part))}, this run reads {_describe(self.key.parts.get(part))} "
+                                f"({part!r} differs); refused, never merged: delete {self.folder} to encode afresh")
+        r = self.images(s)
+        if ids != self.ids[r.start:r.stop] or image.shape[0] != len(r):
+            raise DataError(f"{p}: holds other images than shard {s} of this dataset (the split files changed?); "
+                            f"refused, never merged: delete {self.folder} to encode afresh")
+        return image
+
+    def merged(self) -> torch.Tensor:
+        "The whole table [len(image_ids), d], every shard read and checked."
+        if missing := [s for s in range(self.n) if not self.path(s).exists()]:
+            raise DataError(f"{self.folder}: shard(s) {missing[:5]} of {self.n} are missing; run the parts that write them")
+        return torch.cat([self.read(s) for s in range(self.n)])
+
+def encode_image_shards(model, ds:MetaDataset, shards:ImageShards, image_size:int, part:tuple[int, int]=(0, 1),
+                        batch_size:int=256, device:str|torch.device|None=None, amp:bool=True, workers:int=0) -> dict:
+    """Encode the shards of `part` (i, n) that are not on disk (those that are, are checked and kept), each in batches of
+    at most `batch_size` images that never cross a shard boundary, writing each shard as soon as it is complete.
+    Returns {'encoded': [...], 'reused': [...]} shard numbers. An unreadable image stops it with one line naming the
+    file and a task; the shards written before it stay."""
+    mine = list(shards.part(*part))
+    reused = [s for s in mine if shards.read(s) is not None]
+    todo = [s for s in mine if s not in reused]
+    batches, owner = [], []
+    for s in todo:
+        r = shards.images(s)
+        for a in range(r.start, r.stop, batch_size): batches.append(list(range(a, min(a + batch_size, r.stop)))); owner.append(s)
+    encoded, acc = [], []
+    total, done = sum(len(shards.images(s)) for s in mine), sum(len(shards.images(s)) for s in reused)
+    desc = 'encoding images' + (f' (part {part[0]}/{part[1]})' if part[1] > 1 else '')
+    try:
+        for b, f in enumerate(_image_batches(model, ds, shards.ids, batches, image_size, device, amp, workers, desc, done, total)):
+            acc.append(f)
+            if b + 1 == len(batches) or owner[b + 1] != owner[b]:
+                shards.write(owner[b], torch.cat(acc)); encoded.append(owner[b]); acc = []
+    except DataError as e:
+        raise DataError(f"{e} (the {len(reused) + len(encoded)} shard(s) of this part already in {shards.folder} are kept)") from e
+    return {'encoded': encoded, 'reused': reused}
+
+# %% ../nbs/03_clip_features.ipynb #9e8d2579
+TEST_CLIP = 'hyperclip-test-tiny'   # the open_clip architecture `tiny_open_clip` registers
+
+def tiny_open_clip(folder:str|Path, name:str=TEST_CLIP, seed:int=0) -> tuple[str, Path]:
+    """(name, checkpoint) of a tiny open_clip architecture (32 px images, one layer per tower, d = 32), registered with
+    open_clip under `name`, and of its random weights drawn with `seed`, written once into `folder`: for
+    `ClipConfig(model=name, pretrained=str(checkpoint))`. A process that loads it must call this first (registering is
+    per process)."""
+    import open_clip
+    folder = Path(folder)
+    cfg_path, ckpt = folder/f'{name}.json', folder/f'{name}-seed{seed}.safetensors'
+    if not cfg_path.exists():
+        atomic_write_json(cfg_path, {'embed_dim': 32, 'vision_cfg': {'image_size': 32, 'layers': 1, 'width': 64, 'patch_size': 16, 'head_width': 32},
+                                     'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': 64, 'heads': 2, 'layers': 1}})
+    open_clip.add_model_config(cfg_path)
+    if not ckpt.exists():
+        with torch.random.fork_rng(devices=[]):   # the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            with torch.device('cpu'): model = open_clip.create_model(name, pretrained=None)
+        save_tensors(ckpt, model.state_dict())
+    return name, ckpt
+
+def tiny_metavqa_folder(root:str|Path, image_px:int=24) -> Path:
+    """A small Meta-VQA folder at `root` in the real layout: the four tasks of `02_meta_vqa`'s VQA fixture (89 images)
+    with COCO-named JPEGs of random pixels, seeded by each image id, under images/train2014 and images/val2014."""
+    import tempfile, zlib, numpy as np
+    from PIL import Image
+    from hyperclip_nb.meta_vqa import tiny_vqa_fixture, build_metavqa_split, fill_templates, write_metavqa_dataset
+    root = Path(root)
+    with tempfile.TemporaryDirectory() as d: mtr, mte, counts = build_metavqa_split(tiny_vqa_fixture(d))
+    write_metavqa_dataset(root, mtr, mte, fill_templates(list(mtr) + list(mte))[0], counts)
+    for task in (*mtr.values(), *mte.values()):
+        for i, _ in task['train'] + task['test']:
+            p = root/'images'/i.split('_')[1]/f'{i}.jpg'
+            if p.exists(): continue
+            p.parent.mkdir(parents=True, exist_ok=True)
+            px = np.random.default_rng(zlib.crc32(i.encode())).integers(0, 256, (image_px, image_px, 3), dtype=np.uint8)
+            Image.fromarray(px).save(p, quality=90)
+    return root

@@ -4,13 +4,16 @@
 
 # %% ../nbs/11b_pipeline.ipynb #cf70b46a
 from __future__ import annotations
+import time, shutil
 from dataclasses import dataclass
+from filelock import FileLock
 from pathlib import Path
 import torch
 from .core import *
 from .configs import *
 from . import meta_shapes as ms
-from .clip_features import Features, TaskBatch, metashapes_features, load_clip, extract_features
+from .clip_features import (Features, TaskBatch, metashapes_features, load_clip, extract_features, ImageShards,
+    encode_image_shards, FeatureShards, SHARD_SIZE, shard_folder, default_workers)
 from .hypernet import HNet, Latents, cached_hnet, cached_latents
 from .hvae import HVAE, SPACES, cached_hvae, cached_hvae_latents, frozen_generator
 from .hyperclip import HyperClip, cached_hyperclip
@@ -21,7 +24,7 @@ from .clip_adapter import cached_oracle
 from .baselines import FilmModel, cached_uncond_multitask, cached_mnet_maml, cached_cond_multitask, cached_film
 
 # %% auto #0
-__all__ = ['MetaVQASource', 'dataset_features', 'Run']
+__all__ = ['MetaVQASource', 'vqa_features', 'dataset_features', 'Run']
 
 # %% ../nbs/11b_pipeline.ipynb #e813b406
 @dataclass
@@ -32,16 +35,68 @@ class MetaVQASource(ConfigBase):
     def validate(self):
         if not self.data_root: self._fail('data_root', 'pass --data-root DIR with the Meta-VQA split files and COCO images')
 
-def _build_vqa_features(bundle:Bundle, out:Path, device:torch.device):
+def _metavqa(src:MetaVQASource):
+    "The Meta-VQA dataset of `src`, checked by `prepare_metavqa`, whose list of what is missing is put on one line."
     from hyperclip_nb.meta_vqa import prepare_metavqa
-    src, clip = bundle.config('data', MetaVQASource), bundle.config('clip', ClipConfig)
-    ds = prepare_metavqa(src.data_root)
+    try: return prepare_metavqa(src.data_root)
+    except DataError as e:
+        head, *items = [s.strip(' -') for s in str(e).splitlines() if s.strip(' -')]
+        raise DataError(' '.join([head] + ['; '.join(items)])) from e
+
+def _vqa_shards(key:Bundle, ds, shard_size:int) -> ImageShards:
+    "The shards of the features keyed `key` (data folder, CLIP, device kind), in a folder keyed by that and the shard size."
+    skey = key.extend(shards=FeatureShards(shard_size))
+    return ImageShards(shard_folder(skey), skey, ds.image_ids(), shard_size)
+
+def _drop_shards(key:Bundle, shard_size:int=SHARD_SIZE):
+    "Remove the shards of a merged table: the artifact holds them all."
+    shutil.rmtree(shard_folder(key.extend(shards=FeatureShards(shard_size))), ignore_errors=True)
+
+def _build_vqa_features(bundle:Bundle, out:Path, device:torch.device, batch_size:int=256, workers:int|None=None,
+                        shard_size:int=SHARD_SIZE, clip:tuple|None=None):
+    "Encode (or finish encoding) the image shards of a Meta-VQA folder, merge them, encode the texts, save into `out`."
+    src = bundle.config('data', MetaVQASource)
+    ds = _metavqa(src)
+    model, tok, size = clip or load_clip(bundle.config('clip', ClipConfig), device=device)
+    t0 = time.time()
+    shards = _vqa_shards(bundle, ds, shard_size)
+    extract_features(ds, model, tok, size, batch_size, device, workers=default_workers() if workers is None else workers,
+                     shards=shards).save(out)
+    return {'extract_seconds': time.time() - t0, 'shard_size': shard_size, 'shards': len(shards)}
+
+def vqa_features(data_root:str|Path, clip:ClipConfig, device:str|torch.device='cpu', shard:tuple[int, int]=(0, 1),
+                 batch_size:int=256, workers:int|None=None, shard_size:int=SHARD_SIZE) -> dict:
+    """Extract part `shard` = (i, n) of the image features of the Meta-VQA folder `data_root` with `clip` on `device`
+    (`workers` decoding processes, `default_workers()` when None), into shards of `shard_size` images, keeping those
+    already on disk. The process that finds every shard on disk when it is done (checked under a file lock, so exactly
+    one does) merges them, encodes the texts and writes the features artifact that `Run` loads. Returns {'path': the
+    artifact folder, or None while other parts still run; 'encoded', 'reused': shard numbers; 'waiting': shards other
+    parts have not written yet; 'folder': the shard folder}."""
+    device = torch.device(device)
+    src = MetaVQASource(str(Path(data_root).expanduser().resolve()))
+    key = Bundle.of(data=src, clip=clip, **device_parts(device))   # the key `dataset_features` loads
+    final = artifact_dir('features', key)
+    if (final/'config.json').exists():
+        _drop_shards(key, shard_size)
+        return {'path': final, 'encoded': [], 'reused': [], 'waiting': [], 'folder': None}
+    ds = _metavqa(src)
+    for i in ds.image_ids(): ds.image_path(i)   # a missing image stops it here, before CLIP loads
     model, tok, size = load_clip(clip, device=device)
-    extract_features(ds, model, tok, size, device=device).save(out)
+    shards = _vqa_shards(key, ds, shard_size)
+    workers = default_workers() if workers is None else workers
+    stats = encode_image_shards(model, ds, shards, size, shard, batch_size, device, True, workers)
+    with FileLock(str(shards.folder) + '.lock'):
+        if waiting := [s for s in range(len(shards)) if not shards.path(s).exists()]:
+            return stats | {'path': None, 'waiting': waiting, 'folder': shards.folder}
+        load_or_build('features', key, lambda b, out: _build_vqa_features(b, out, device, batch_size, workers, shard_size,
+                                                                          (model, tok, size)))
+        _drop_shards(key, shard_size)
+    return stats | {'path': final, 'waiting': [], 'folder': shards.folder}
 
 def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:dict|None=None,
                      device:str|torch.device='cpu') -> Features:
-    "Build (or load from the cache) the dataset and its frozen CLIP features on `device`, timing each stage."
+    """Build (or load from the cache) the dataset and its frozen CLIP features on `device`, timing each stage. On
+    Meta-VQA an extraction interrupted here, or left by `vqa_features`, continues from its shards."""
     timings, device = {} if timings is None else timings, torch.device(device)
     if dataset == 'metashapes':
         with timed(timings, 'data'): ms.meta_shapes(cfgs['data'])
@@ -55,6 +110,7 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
     with timed(timings, 'features'):
         key = Bundle.of(data=src, clip=cfgs['clip'], **device_parts(device))   # features encoded off the CPU: a key of their own
         art = load_or_build('features', key, lambda b, out: _build_vqa_features(b, out, device))
+        _drop_shards(key)
         return with_key(Features.load(art.path, device), key)   # two copies never share an artifact
 
 # %% ../nbs/11b_pipeline.ipynb #0669f8f8
