@@ -13,14 +13,48 @@ from .clip_features import Features, TaskBatch
 from .clip_adapter import task_ce
 
 # %% auto #0
-__all__ = ['TASK_DIMS', 'meta_batches', 'validation_split', 'meta_train', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps',
-           'split_roles', 'synthetic_tasks', 'weight_generator']
+__all__ = ['TASK_DIMS', 'size_bins', 'task_sizes', 'meta_batches', 'real_fraction', 'validation_split', 'meta_train', 'task_loss',
+           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'synthetic_tasks', 'weight_generator']
 
 # %% ../nbs/04a_meta_learning.ipynb #6fd0d5dd
-def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
-    "One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may be smaller)."
+_HALF_OCTAVES = sorted({round(2 ** (k / 2)) for k in range(64)})   # 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, ...
+
+def size_bins(sizes:torch.Tensor) -> torch.Tensor:
+    """Each task's size class [n] (long): the half-octave of its pair count, found among integer bin edges
+    (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, ...) so that every device puts a task in the same class."""
+    return torch.bucketize(sizes, torch.tensor(_HALF_OCTAVES, device=sizes.device), right=True)
+
+def task_sizes(feats:Features, split:str='meta_train') -> torch.Tensor:
+    "Real pairs (support + query) of each of `split`'s tasks [n] (long), counted from the split index on the features' device."
+    if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
+    s = feats.splits[split]
+    return (s.support >= 0).sum(1) + (s.query >= 0).sum(1)
+
+def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator, sizes:torch.Tensor|None=None) -> list[torch.Tensor]:
+    """One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may
+    be smaller). With `sizes` [n_tasks] (each task's pairs, on the generator's device) the permutation is first sorted
+    stably by size class (`size_bins`) and the batches run in the order of their earliest-drawn task: tasks of similar
+    size share a batch, nothing more is drawn, and when all sizes fall in one class the batches are exactly those
+    without `sizes`. That order is read to the host once per call (per epoch)."""
     perm = torch.randperm(n_tasks, generator=generator, device=generator.device)
-    return list(perm.split(batch_size))
+    if sizes is None: return list(perm.split(batch_size))
+    if tuple(sizes.shape) != (n_tasks,):
+        raise ValueError(f"sizes has shape {tuple(sizes.shape)}; meta_batches needs one size per task, shape ({n_tasks},)")
+    if sizes.device != perm.device:
+        raise ValueError(f"sizes are on {sizes.device}, the generator on {perm.device}; make both on the features' device")
+    pos = size_bins(sizes[perm]).argsort(stable=True)                     # positions in the permutation, by size class
+    n_b = -(-n_tasks // batch_size)
+    first = torch.cat([pos, pos.new_full((n_b * batch_size - n_tasks,), n_tasks)]).view(n_b, batch_size).amin(1)
+    cut = perm[pos].split(batch_size)
+    return [cut[i] for i in first.argsort().tolist()]
+
+def real_fraction(batches:list[torch.Tensor], sizes:torch.Tensor) -> float:
+    """The fraction of the rows a list of batches computes that are real: the sum of the tasks' `sizes` over the sum
+    of len(batch) · the batch's largest size (a batch is padded to its longest task). One host read."""
+    if not batches: return 1.0
+    real = torch.stack([sizes[b].sum() for b in batches]).sum()
+    done = torch.stack([len(b) * sizes[b].max() for b in batches]).sum()
+    return float(real / done.clamp(min=1))
 
 # %% ../nbs/04a_meta_learning.ipynb #7018ffbf
 def validation_split(n_tasks:int, frac:float, seed:int=2021, device:str|torch.device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +73,14 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
     the gradient at `cfg.max_norm`, then takes the Adam step; the history holds each epoch's mean loss.
     With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
     meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept.
-    Task indices live on the features' device, as does `g`."""
+    Tasks of similar size share a meta-batch (`meta_batches` with `task_sizes`; on tasks of one size, the plain
+    permutation). Task indices live on the features' device, as does `g`."""
     n_tasks = len(feats.splits['meta_train'].questions)
     train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0, device=feats.device)
     val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
+    sizes = task_sizes(feats)[train_idx]
     log = train_loop(params, lambda idx: batch_step(feats.tasks('meta_train', train_idx[idx]), g),
-                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g), cfg.epochs,
+                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g, sizes), cfg.epochs,
                      stage=stage, hint=hint, lr=cfg.lr, max_norm=cfg.max_norm, backward=backward, record='epoch',
                      on_epoch=on_epoch, val_score=(lambda: val_score(val_tb)) if val_tb is not None else None,
                      val_every=getattr(cfg, 'val_every', 1))
