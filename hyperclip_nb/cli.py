@@ -65,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--k', type=_nonneg_float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
-    b.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (the best counts)')
+    b.add_argument('--repeats', type=_positive_int, default=None,
+                   help='timed repeats per measurement, the best counts (default 3; 1 for the paper-size batching row)')
     b.add_argument('--device', default='cpu', help='where to time the MAML and DDIM parts: cpu (default), cuda, cuda:N, mps or auto (the memory probe measures CPU memory)')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
+    b.add_argument('--split-file', default=None,
+                   help="Meta-VQA's meta_train.json, whose task shapes the batching row uses (default: ../shared/meta_vqa "
+                        "when present, else the row is skipped; hyperclip_nb.meta_vqa.download_split_files fetches it)")
     gc = sub.add_parser('gpu-check', help='the tiny pipeline on a GPU against the CPU, and one timed step of every stage at the paper sizes')
     gc.add_argument('--device', default='cuda', help='the device to check: cuda (default), cuda:N, mps, cpu or auto')
     gc.add_argument('--out', default='runs/gpu_check', help='output folder (default runs/gpu_check)')
@@ -146,7 +150,7 @@ def _bench_ddim(repeats:int, device='cpu') -> dict:
     return runs[0] | best | {'speedup': best['seconds_ancestral'] / best['seconds_ddim'],
                              'what': f'73 tasks, k=32, T={cfg.T}, 50 DDIM steps, guidance 1.5 (an untrained denoiser: timing only)'}
 
-BENCHES = ('maml', 'ddim', 'memory')
+BENCHES = ('maml', 'ddim', 'memory', 'batching')
 
 def cmd_bench(args) -> int:
     "Measure every speed and memory ratio side by side in one run; print a table and write it as JSON."
@@ -157,10 +161,21 @@ def cmd_bench(args) -> int:
     skip = {s.strip() for s in args.skip.split(',') if s.strip()}
     device = resolve_device(args.device)
     if bad := sorted(skip - set(BENCHES)): raise UsageError(f"--skip {','.join(bad)}: choose among {', '.join(BENCHES)}")
-    rows = {}
-    if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=args.repeats, device=device)
-    if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(args.repeats, device)
+    split_file = args.split_file
+    if 'batching' not in skip and split_file is None:
+        from hyperclip_nb.meta_vqa import shared_meta_vqa_dir
+        if (mv := shared_meta_vqa_dir()) is not None and (mv/'meta_train.json').is_file(): split_file = mv/'meta_train.json'
+        else: print("batching row skipped: no Meta-VQA split file here; pass --split-file meta_train.json "
+                    "(hyperclip_nb.meta_vqa.download_split_files fetches it)"); skip.add('batching')
+    elif split_file is not None and not Path(split_file).expanduser().is_file():
+        raise UsageError(f"--split-file {split_file}: not a file; pass Meta-VQA's meta_train.json")
+    rows, repeats = {}, args.repeats or 3
+    if 'maml' not in skip: rows['maml_vmap_vs_loop'] = bench_maml_vmap(repeats=repeats, device=device)
+    if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(repeats, device)
     if 'memory' not in skip: rows['maml_vs_metadiff_memory'] = bench_memory()
+    if 'batching' not in skip:
+        from hyperclip_nb.meta_learning import bench_batching
+        rows['batching_by_size_vs_random'] = bench_batching(Path(split_file).expanduser(), repeats=args.repeats or 1, device=device)
     print('| measurement | fast | reference | ratio | note |\n|---|---|---|---|---|')
     if r := rows.get('maml_vmap_vs_loop'):
         print(f"| MAML vmap vs loop: {r['what']} | {r['vmap_s']:.4f} s | {r['loop_s']:.4f} s | {r['speedup']:.1f}x | "
@@ -174,6 +189,13 @@ def cmd_bench(args) -> int:
         print(f"| peak memory of one training step, MetaDiff vs 2nd-order MAML: {r['what']} | {max(r['metadiff_mb']):.1f} MiB "
               f"| {r['maml_mb'][-1]:.0f} MiB | {r['ratio_maml_max_to_metadiff']:.0f}x | MAML by inner steps ({maml} MiB); "
               f"MetaDiff by chain length ({md} MiB) |")
+    if r := rows.get('batching_by_size_vs_random'):
+        f = r['epoch_fraction']
+        print(f"| paper-size HNet meta-steps, batches by size vs random: {r['what']} | {r['seconds_by_size']:.1f} s | "
+              f"{r['seconds_random']:.1f} s | {r['speedup']:.2f}x | real support rows by size {f['by_size_support']:.0%} vs random "
+              f"{f['random_support']:.0%} per epoch ({r['sample_fraction_by_size']:.0%} vs {r['sample_fraction_random']:.0%} in the "
+              f"timed sample); whole epoch estimated {r['epoch_speedup_estimate']:.2f}x faster; meta-gradients differ by at most "
+              f"{r['max_abs_diff']:.1e} (largest {r['max_abs_grad']:.1e}) |")
     atomic_write_json(out, rows)
     print(f"wrote {out}")
     return 0

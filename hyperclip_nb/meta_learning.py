@@ -4,23 +4,58 @@
 
 # %% ../nbs/04a_meta_learning.ipynb #aa8af041
 from __future__ import annotations
-import math
+import math, time
 import torch
 from torch.func import grad
 from .core import *
 from .training import *
-from .clip_features import Features, TaskBatch
+from .clip_features import Features, TaskBatch, SplitIndex
 from .clip_adapter import task_ce
 
 # %% auto #0
-__all__ = ['TASK_DIMS', 'meta_batches', 'validation_split', 'meta_train', 'task_loss', 'clip_norm', 'inner_loop', 'draw_steps',
-           'split_roles', 'synthetic_tasks', 'weight_generator']
+__all__ = ['TASK_DIMS', 'size_bins', 'task_sizes', 'meta_batches', 'real_fraction', 'validation_split', 'meta_train', 'task_loss',
+           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'synthetic_tasks', 'weight_generator',
+           'bench_batching']
 
 # %% ../nbs/04a_meta_learning.ipynb #6fd0d5dd
-def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator) -> list[torch.Tensor]:
-    "One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may be smaller)."
+_HALF_OCTAVES = sorted({round(2 ** (k / 2)) for k in range(64)})   # 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, ...
+
+def size_bins(sizes:torch.Tensor) -> torch.Tensor:
+    """Each task's size class [n] (long): the half-octave of its pair count, found among integer bin edges
+    (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, ...) so that every device puts a task in the same class."""
+    return torch.bucketize(sizes, torch.tensor(_HALF_OCTAVES, device=sizes.device), right=True)
+
+def task_sizes(feats:Features, split:str='meta_train') -> torch.Tensor:
+    "Real pairs (support + query) of each of `split`'s tasks [n] (long), counted from the split index on the features' device."
+    if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
+    s = feats.splits[split]
+    return (s.support >= 0).sum(1) + (s.query >= 0).sum(1)
+
+def meta_batches(n_tasks:int, batch_size:int, generator:torch.Generator, sizes:torch.Tensor|None=None) -> list[torch.Tensor]:
+    """One epoch of task indices: a seeded permutation (on the generator's device) cut into batches (the last one may
+    be smaller). With `sizes` [n_tasks] (each task's pairs, on the generator's device) the permutation is first sorted
+    stably by size class (`size_bins`) and the batches run in the order of their earliest-drawn task: tasks of similar
+    size share a batch, nothing more is drawn, and when all sizes fall in one class the batches are exactly those
+    without `sizes`. That order is read to the host once per call (per epoch)."""
     perm = torch.randperm(n_tasks, generator=generator, device=generator.device)
-    return list(perm.split(batch_size))
+    if sizes is None: return list(perm.split(batch_size))
+    if tuple(sizes.shape) != (n_tasks,):
+        raise ValueError(f"sizes has shape {tuple(sizes.shape)}; meta_batches needs one size per task, shape ({n_tasks},)")
+    if sizes.device != perm.device:
+        raise ValueError(f"sizes are on {sizes.device}, the generator on {perm.device}; make both on the features' device")
+    pos = size_bins(sizes[perm]).argsort(stable=True)                     # positions in the permutation, by size class
+    n_b = -(-n_tasks // batch_size)
+    first = torch.cat([pos, pos.new_full((n_b * batch_size - n_tasks,), n_tasks)]).view(n_b, batch_size).amin(1)
+    cut = perm[pos].split(batch_size)
+    return [cut[i] for i in first.argsort().tolist()]
+
+def real_fraction(batches:list[torch.Tensor], sizes:torch.Tensor) -> float:
+    """The fraction of the rows a list of batches computes that are real: the sum of the tasks' `sizes` over the sum
+    of len(batch) · the batch's largest size (a batch is padded to its longest task). One host read."""
+    if not batches: return 1.0
+    real = torch.stack([sizes[b].sum() for b in batches]).sum()
+    done = torch.stack([len(b) * sizes[b].max() for b in batches]).sum()
+    return float(real / done.clamp(min=1))
 
 # %% ../nbs/04a_meta_learning.ipynb #7018ffbf
 def validation_split(n_tasks:int, frac:float, seed:int=2021, device:str|torch.device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +74,14 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
     the gradient at `cfg.max_norm`, then takes the Adam step; the history holds each epoch's mean loss.
     With `val_score` (a batch of tasks → zero-shot accuracy) and `cfg.val_frac > 0`, a fixed `validation_split` of the
     meta-train tasks is held out, scored every `cfg.val_every` epochs, and the parameters of the best score are kept.
-    Task indices live on the features' device, as does `g`."""
+    Tasks of similar size share a meta-batch (`meta_batches` with `task_sizes`; on tasks of one size, the plain
+    permutation). Task indices live on the features' device, as does `g`."""
     n_tasks = len(feats.splits['meta_train'].questions)
     train_idx, val_idx = validation_split(n_tasks, getattr(cfg, 'val_frac', 0.0) if val_score else 0.0, device=feats.device)
     val_tb = feats.tasks('meta_train', val_idx) if len(val_idx) else None
+    sizes = task_sizes(feats)[train_idx]
     log = train_loop(params, lambda idx: batch_step(feats.tasks('meta_train', train_idx[idx]), g),
-                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g), cfg.epochs,
+                     lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g, sizes), cfg.epochs,
                      stage=stage, hint=hint, lr=cfg.lr, max_norm=cfg.max_norm, backward=backward, record='epoch',
                      on_epoch=on_epoch, val_score=(lambda: val_score(val_tb)) if val_tb is not None else None,
                      val_every=getattr(cfg, 'val_every', 1))
@@ -106,3 +143,97 @@ def weight_generator(n_in:int, n_out:int, width:int=128, depth:int=3) -> torch.n
     for m in layers + [out]:
         if isinstance(m, torch.nn.Linear): torch.nn.init.zeros_(m.bias)
     return torch.nn.Sequential(*layers, out)
+
+# %% ../nbs/04a_meta_learning.ipynb #b7746237
+def _sized_features(n_support:list, n_query:list, n_answers:list, d:int=768, n_images:int=4096, seed:int=0,
+                    device:str|torch.device='cpu', dtype:torch.dtype=torch.float32) -> Features:
+    """Features of one split, 'meta_train', whose tasks have the given support, query and answer counts, with seeded
+    random tables (`n_images` image rows shared by all tasks) on `device`: a split's shapes without its images."""
+    g = as_generator(seed, device); dev = g.device
+    ns, nq, na = (torch.tensor(v, dtype=torch.long, device=dev) for v in (n_support, n_query, n_answers))
+    B = len(ns)
+    def rows(n, high):   # [B, max n] random rows below `high`, -1 beyond each task's n
+        r = torch.randint(0, high, (B, int(n.max())), generator=g, device=dev)
+        return r.masked_fill(torch.arange(r.shape[1], device=dev) >= n[:, None], -1)
+    label = lambda r: torch.where(r >= 0, r % na[:, None], -1)
+    si, qi = rows(ns, n_images), rows(nq, n_images)
+    start = na.cumsum(0) - na
+    p = start[:, None] + torch.arange(int(na.max()), device=dev)
+    pi = p.masked_fill(torch.arange(p.shape[1], device=dev) >= na[:, None], -1)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype, device=dev)
+    split = SplitIndex([f'task {i}' for i in range(B)], [None] * B, si, label(rows(ns, 1 << 30).masked_fill(si < 0, -1)),
+                       qi, label(rows(nq, 1 << 30).masked_fill(qi < 0, -1)), pi, torch.arange(B, device=dev))
+    return Features(r(n_images, d), r(B, d), r(int(na.sum()), d), [f'image {i}' for i in range(n_images)],
+                    {'meta_train': split}, {'dataset': 'shapes only', 'd': d})
+
+def _epoch_meta_grads(model, feats:Features, batches:list, n_steps:torch.Tensor, cfg) -> tuple[dict, list]:
+    """(Σ over `batches` of len(batch) · the HNet meta-gradient of the batch, i.e. the sum of its tasks' meta-gradients;
+    the seconds of each meta-step, the gather of its padded batch included). `n_steps` [n]: each task's inner steps."""
+    from hyperclip_nb.hypernet import hnet_meta_grad
+    sync = (lambda: torch.cuda.synchronize(feats.device)) if feats.device.type == 'cuda' else (lambda: None)
+    total, secs = {}, []
+    for idx in batches:
+        t0 = time.perf_counter()
+        grads, _ = hnet_meta_grad(model, feats.tasks('meta_train', idx), n_steps[idx], cfg.inner_steps[1], cfg.inner_lr,
+                                  cfg.max_norm, cfg.second_order, cfg.roles)
+        sync(); secs.append(time.perf_counter() - t0)
+        for k, v in grads.items(): total[k] = total[k] + len(idx) * v if k in total else len(idx) * v
+    return total, secs
+
+def bench_batching(split, cfg=None, n_batches:int=4, repeats:int=1, epochs:int=20, seed:int=0,
+                   device:str|torch.device='cpu', d:int=768) -> dict:
+    """HNet meta-steps (`HNetConfig.paper()` by default) on a split's shapes (`split`: a split file such as Meta-VQA's
+    `meta_train.json`, or a loaded `TaskSplit`), random padded batches against `meta_batches` by size, side by side:
+    real-row fractions over `epochs` epochs of the whole split; one timed epoch (best of `repeats`) over a seeded
+    sample of `n_batches` meta-batches of its training tasks, with the largest difference of the two layouts' summed
+    meta-gradients; and the whole epoch's time estimated from the timed steps."""
+    from hyperclip_nb.hypernet import HNet
+    from hyperclip_nb.tasks import load_split
+    from hyperclip_nb.configs import HNetConfig
+    cfg = cfg or HNetConfig.paper()
+    split = split if hasattr(split, 'tasks') else load_split(split)
+    fit = validation_split(len(split), cfg.val_frac)[0].tolist()
+    S, Q, A = (torch.tensor(v) for v in zip(*[(len(split[i].support), len(split[i].query), split[i].n_answers) for i in fit]))
+    B, dev = cfg.meta_batch, torch.device(device)
+    if n_batches * B > len(fit): raise ConfigError(f"n_batches={n_batches} meta-batches of {B} need {n_batches * B} tasks; the split has {len(fit)} training tasks")
+    frac, epoch0 = {}, {}
+    for e in range(epochs):
+        lay = {'random': meta_batches(len(fit), B, as_generator(seed + e)), 'by_size': meta_batches(len(fit), B, as_generator(seed + e), S + Q)}
+        if e == 0: epoch0 = lay
+        for name, bt in lay.items():
+            for part, x in (('support', S), ('query', Q)): frac.setdefault(f'{name}_{part}', []).append(real_fraction(bt, x))
+    frac = {k: sum(v) / len(v) for k, v in frac.items()}
+    pick = torch.randperm(len(fit), generator=as_generator(seed)).narrow(0, 0, n_batches * B).sort().values
+    feats = _sized_features(S[pick].tolist(), Q[pick].tolist(), A[pick].tolist(), d, seed=seed, device=dev)
+    n_steps = draw_steps(cfg.inner_steps, len(pick), as_generator(seed, dev))     # a task's count, whatever its batch
+    sizes = task_sizes(feats)
+    lay = {'random': meta_batches(len(pick), B, as_generator(seed + 1, dev)),
+           'by_size': meta_batches(len(pick), B, as_generator(seed + 1, dev), sizes)}
+    torch.manual_seed(seed)
+    with torch.device(dev): model = HNet(d, cfg)
+    if dev.type != 'cpu':   # a GPU's first step pays for its kernels' set-up: warm up untimed (on the CPU a step is seconds)
+        _epoch_meta_grads(model, feats, [min(lay['by_size'], key=lambda b: int(sizes[b].max()))], n_steps, cfg)
+    secs, grads = {}, {}
+    for _ in progress(range(repeats), desc='batching bench'):
+        for name, bt in lay.items():
+            grads[name], s = _epoch_meta_grads(model, feats, bt, n_steps, cfg)
+            if name not in secs or sum(s) < sum(secs[name]): secs[name] = s
+    diff = max((grads['random'][k] - grads['by_size'][k]).abs().max().item() for k in grads['random'])
+    scale = max(v.abs().max().item() for v in grads['random'].values())
+    # a whole epoch: seconds per task fitted as a + c · (padded support + query rows), summed over an epoch's batches
+    s_n, q_n = (feats.splits['meta_train'].support >= 0).sum(1), (feats.splits['meta_train'].query >= 0).sum(1)
+    pad = lambda bt, s, q: torch.tensor([float(s[b].max() + q[b].max()) for b in bt], dtype=torch.float64)
+    x = torch.cat([pad(lay[n], s_n, q_n) for n in lay])
+    y = torch.tensor([t / len(b) for n in lay for t, b in zip(secs[n], lay[n])], dtype=torch.float64)
+    c = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum().clamp(min=1e-12))
+    a = float(y.mean()) - c * float(x.mean())
+    whole = {n: sum(len(b) * (a + c * float(S[b].max() + Q[b].max())) for b in bt) for n, bt in epoch0.items()}
+    t_r, t_b = sum(secs['random']), sum(secs['by_size'])
+    return {'what': f"HNet meta-steps, D={model.n_weights}, d={d}, {B} tasks per batch, inner steps {cfg.inner_steps}, "
+                    f"on the shapes of {len(fit)} training tasks ({n_batches} batches timed)",
+            'seconds_random': t_r, 'seconds_by_size': t_b, 'speedup': t_r / t_b,
+            'steps_random_s': secs['random'], 'steps_by_size_s': secs['by_size'],
+            'sample_fraction_random': real_fraction(lay['random'], s_n), 'sample_fraction_by_size': real_fraction(lay['by_size'], s_n),
+            'epoch_fraction': frac, 'epoch_seconds_estimate': whole, 'epoch_speedup_estimate': whole['random'] / whole['by_size'],
+            'seconds_per_task': a, 'seconds_per_task_row': c,
+            'max_abs_diff': diff, 'max_abs_grad': scale, 'threads': torch.get_num_threads(), 'device': str(dev)}
