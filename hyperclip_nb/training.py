@@ -4,14 +4,16 @@
 
 # %% ../nbs/00b_training.ipynb #c05a818d
 from __future__ import annotations
-import time
+import sys, time, random, signal, warnings, threading, contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 import numpy as np
 import torch
 from .core import *
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'check_finite', 'clipped_step', 'ema_update_', 'Draws', 'TrainLog', 'train_loop']
+__all__ = ['OPTIMIZERS', 'CHECKPOINT_FORMAT', 'check_finite', 'clipped_step', 'ema_update_', 'Draws', 'TrainLog', 'train_loop',
+           'CheckpointWarning', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
 # %% ../nbs/00b_training.ipynb #40a2147c
 def check_finite(loss:torch.Tensor, stage:str, step:int, hint:str='lower the learning rate'):
@@ -49,6 +51,7 @@ class TrainLog:
     n_clipped: int = 0                            # steps whose gradient norm exceeded max_norm (and was clipped)
     ema_updates: int = 0                          # EMA updates made (one per step when an EMA is given)
     seconds: float = 0.                           # wall time of the loop
+    resumed_at: int|None = None                   # the step it resumed at from a checkpoint (None: it ran from the start)
     @property
     def clip_fraction(self) -> float: return self.n_clipped / max(1, self.steps)
 
@@ -62,6 +65,14 @@ def _epoch_means(rows:list[dict], how:str) -> dict:
     sums = np.zeros(len(keys))
     for r in rows: sums += [r[k] for k in keys]
     return {k: float(v) for k, v in zip(keys, sums / len(rows))}
+
+def _reentrant(it) -> bool:
+    "Whether an epoch's batches can be entered in the middle: a sequence (indexed) or `Draws` (drawn lazily, counted)."
+    return isinstance(it, (list, tuple, range, Draws))
+
+def _after(it, pos:int):
+    "The batches of `it` after its first `pos`."
+    return Draws(len(it) - pos, it.draw) if isinstance(it, Draws) else it[pos:]
 
 @torch.enable_grad()                    # a caller's no_grad block must not silently turn training off
 def train_loop(params:list,             # the parameters the optimizer moves (in this order)
@@ -81,11 +92,16 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
                on_epoch=None,           # (epoch, history) -> None, after each epoch
                val_score=None,          # () -> score (higher is better) for early stopping
                val_every:int=1, desc:str|None=None,
-               sync_every:int|None=None) -> TrainLog:   # steps between host checks (None: 1 on the CPU, 50 elsewhere)
-    "The one training loop: optimizer, finite-loss check, clipped step, EMA, progress bar, history; see above."
+               sync_every:int|None=None,   # steps between host checks (None: 1 on the CPU, 50 elsewhere)
+               generators=None,         # every torch.Generator the batches and loss_fn draw from: given, the loop checkpoints inside a cache build
+               extra_state:dict|None=None) -> TrainLog:   # plain values loss_fn keeps (counts): checkpointed, restored in place
+    "The one training loop: optimizer, finite-loss check, clipped step, EMA, progress bar, history, checkpoints; see above."
     if optimizer not in OPTIMIZERS: raise ConfigError(f"optimizer {optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
     if record not in ('step', 'epoch'): raise ConfigError(f"record {record!r}: choose 'step' or 'epoch'")
     if epoch_mean not in ('pairwise', 'sequential'): raise ConfigError(f"epoch_mean {epoch_mean!r}: choose 'pairwise' or 'sequential'")
+    if isinstance(generators, torch.Generator): generators = [generators]
+    if generators is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise ConfigError(f"{stage}: generators must be torch.Generator objects, got {[type(g).__name__ for g in generators]}")
     opt = OPTIMIZERS[optimizer](params, lr=lr, weight_decay=weight_decay)
     log, best, t0 = TrainLog({'loss': []}), None, time.perf_counter()
     hist, desc = log.history, desc or stage
@@ -117,37 +133,178 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
             else: rows.append(row)
         pending.clear()
 
-    for epoch in (progress(range(epochs), desc=desc) if record == 'epoch' else range(epochs)):
-        it = batches(epoch) if callable(batches) else batches
-        rows = []
-        for batch in (it if record == 'epoch' else progress(it, desc=desc)):
-            if lr_schedule is not None:
-                for pg in opt.param_groups: pg['lr'] = lr_schedule(log.steps)
-            opt.zero_grad()
-            out = loss_fn(batch)
-            loss, extra = out if isinstance(out, tuple) else (out, {})
-            if every == 1: check_finite(loss, stage, log.steps, hint)   # on the CPU a look costs nothing: stop before the step
-            if backward: (loss.mean() if loss.ndim else loss).backward()
-            c = clipped_step(opt, params, max_norm)
-            if torch.is_tensor(c): clips.append(c)
-            if ema is not None:
-                ema_update_(ema, params, 0. if log.steps < ema_start else ema_decay); log.ema_updates += 1
-            if after_step is not None: after_step(log.steps)
-            # a logged value may be a view of a parameter that the next step changes: keep a copy until the look
-            pending.append((log.steps, loss.detach(), {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in extra.items()}))
-            log.steps += 1
-            if len(pending) >= every: flush(rows)
-        flush(rows)
-        if record == 'epoch':
-            for k, v in _epoch_means(rows, epoch_mean).items(): hist.setdefault(k, []).append(v)
-        if on_epoch is not None: on_epoch(epoch, hist)
-        if val_score is not None and ((epoch + 1) % val_every == 0 or epoch == epochs - 1):
-            with torch.no_grad(): acc = float(val_score())
-            hist.setdefault('val_acc', []).append((epoch + 1, acc))
-            if best is None or acc > best[0]: best = (acc, epoch + 1, [p.detach().clone() for p in params])
+    # Checkpoints: only inside a cache build (a checkpoint scope) and only when the caller declared its generators.
+    scope = current_checkpoint_scope() if generators is not None else None
+    ck = None if scope is None else _Checkpoints(scope, {'stage': stage, 'shapes': [list(p.shape) for p in params],
+                                                         'optimizer': optimizer, 'epochs': epochs, 'record': record,
+                                                         'generators': len(generators)})
+    def snapshot(epoch, pos, full, rows):
+        "Everything the rest of the run depends on, after `pos` batches of epoch `epoch` (`full`: that epoch's batches)."
+        return {'params': [p.detach() for p in params], 'optimizer': opt.state_dict(),
+                'ema': None if ema is None else ema.state_dict(),
+                'log': {'history': hist, 'steps': log.steps, 'n_clipped': log.n_clipped, 'ema_updates': log.ema_updates,
+                        'seconds': time.perf_counter() - t0},
+                'best': None if best is None else {'acc': best[0], 'epoch': best[1], 'params': best[2]},
+                'epoch': epoch, 'pos': pos, 'rows': rows,
+                'batches': list(full) if pos and callable(batches) and not isinstance(full, Draws) else None,
+                'rng': rng_state(generators), 'extra_state': None if extra_state is None else dict(extra_state)}
+    start, resume = 0, ck.load() if ck is not None else None
+    if resume is not None:
+        with torch.no_grad():
+            for p, v in zip(params, resume['params']): p.copy_(v)
+        opt.load_state_dict(resume['optimizer'])
+        if ema is not None: ema.load_state_dict(resume['ema'])
+        saved = resume['log']
+        hist.clear(); hist.update(saved['history'])
+        log.steps, log.n_clipped, log.ema_updates, log.resumed_at = saved['steps'], saved['n_clipped'], saved['ema_updates'], saved['steps']
+        t0 -= saved['seconds']
+        if (b := resume['best']) is not None: best = (b['acc'], b['epoch'], b['params'])
+        if extra_state is not None: extra_state.clear(); extra_state.update(resume['extra_state'])
+        start = resume['epoch']
+        if resume['pos'] == 0: set_rng_state(resume['rng'], generators)   # an epoch boundary: the next epoch draws from here
+        ck.mark(log.steps)
+        print(f"{stage}: resuming at step {log.steps} (epoch {start}, batch {resume['pos']}) from {ck.path}", file=sys.stderr)
+
+    with _ctrl_c_at_step_end(ck) if ck is not None else contextlib.nullcontext():   # Ctrl-C: save, then stop
+        epoch_range = range(start, epochs)
+        for epoch in (progress(epoch_range, desc=desc, total=epochs, initial=start) if record == 'epoch' else epoch_range):
+            it = batches(epoch) if callable(batches) else batches
+            pos, rows = 0, []
+            if resume is not None and epoch == start and resume['pos'] > 0:   # back into the middle of this epoch
+                set_rng_state(resume['rng'], generators)    # after `batches(epoch)`: what it drew is replaced by what was saved
+                if resume['batches'] is not None: it = resume['batches']
+                pos, rows = resume['pos'], resume['rows']
+            midway = ck is not None and _reentrant(it)       # may this epoch be saved between two of its steps?
+            todo = _after(it, pos) if pos else it
+            for batch in (todo if record == 'epoch' else progress(todo, desc=desc, **({'total': len(it), 'initial': pos} if pos else {}))):
+                if lr_schedule is not None:
+                    for pg in opt.param_groups: pg['lr'] = lr_schedule(log.steps)
+                opt.zero_grad()
+                out = loss_fn(batch)
+                loss, extra = out if isinstance(out, tuple) else (out, {})
+                if every == 1: check_finite(loss, stage, log.steps, hint)   # on the CPU a look costs nothing: stop before the step
+                if backward: (loss.mean() if loss.ndim else loss).backward()
+                c = clipped_step(opt, params, max_norm)
+                if torch.is_tensor(c): clips.append(c)
+                if ema is not None:
+                    ema_update_(ema, params, 0. if log.steps < ema_start else ema_decay); log.ema_updates += 1
+                if after_step is not None: after_step(log.steps)
+                # a logged value may be a view of a parameter that the next step changes: keep a copy until the look
+                pending.append((log.steps, loss.detach(), {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in extra.items()}))
+                log.steps += 1; pos += 1
+                if len(pending) >= every: flush(rows)
+                if ck is not None:
+                    if midway and ck.due(log.steps): flush(rows); ck.save(snapshot(epoch, pos, it, rows), log.steps)
+                    if ck.stop: _stop(stage, log.steps, ck.path if midway else None)
+            flush(rows)
+            if record == 'epoch':
+                for k, v in _epoch_means(rows, epoch_mean).items(): hist.setdefault(k, []).append(v)
+            if on_epoch is not None: on_epoch(epoch, hist)
+            if val_score is not None and ((epoch + 1) % val_every == 0 or epoch == epochs - 1):
+                with torch.no_grad(): acc = float(val_score())
+                hist.setdefault('val_acc', []).append((epoch + 1, acc))
+                if best is None or acc > best[0]: best = (acc, epoch + 1, [p.detach().clone() for p in params])
+            if ck is not None:   # an epoch boundary: every loop can resume here
+                if ck.due(log.steps): ck.save(snapshot(epoch + 1, 0, None, []), log.steps)
+                if ck.stop: _stop(stage, log.steps, ck.path)
+    if ck is not None and ck.stop: ck.save(snapshot(max(start, epochs), 0, None, []), log.steps); _stop(stage, log.steps, ck.path)
     if best is not None:   # early stopping: the parameters of the best validation score
         with torch.no_grad():
             for p, b in zip(params, best[2]): p.copy_(b)
         hist['best_val_acc'], hist['best_epoch'] = best[0], best[1]
     log.seconds = time.perf_counter() - t0
     return log
+
+# %% ../nbs/00b_training.ipynb #f89ef81d
+CHECKPOINT_FORMAT = 1   # the layout of a checkpoint: one that another layout wrote is not resumed
+
+class CheckpointWarning(UserWarning):
+    "A checkpoint was found but cannot be resumed (another config, version or loop, or unreadable): it is ignored."
+
+def save_checkpoint(path:str|Path, state:dict):
+    "Write a training checkpoint (tensors and plain values) to `path` atomically: `torch.save` into a temp file, fsync, `os.replace`."
+    atomic_write_with(path, lambda f: torch.save(state, f))
+
+def load_checkpoint(path:str|Path) -> dict:
+    "Read what `save_checkpoint` wrote, unpickling only tensors and plain values (`weights_only`); a DataError names an unreadable file."
+    try: return torch.load(path, weights_only=True)
+    except Exception as e: raise DataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+
+def rng_state(generators=()) -> dict:
+    """The state of every random source a training step may draw from: each of `generators`, then torch's global
+    generators (the CPU's and, once CUDA is in use, every GPU's), numpy's and python's."""
+    npst = np.random.get_state()
+    return {'generators': [g.get_state() for g in generators], 'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            'numpy': [npst[0], torch.from_numpy(npst[1].astype(np.int64)), *npst[2:]], 'python': random.getstate()}
+
+def set_rng_state(state:dict, generators=()):
+    "Put back what `rng_state` returned: every source goes on with the numbers it would have drawn next."
+    for g, st in zip(generators, state['generators']): g.set_state(st)
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None: torch.cuda.set_rng_state_all(state['cuda'])
+    name, keys, *rest = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state['python'])
+
+def _diff(a, b, path:str='') -> list[str]:
+    "The dotted paths where two nested dicts differ."
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _diff(a.get(k), b.get(k), f'{path}{k}.')]
+    return [] if a == b else [path.rstrip('.')]
+
+class _Checkpoints:
+    "The checkpoint of one `train_loop` inside a `checkpoint_scope`: its file, its header, when to save."
+    def __init__(self, scope:CheckpointScope, loop:dict):
+        self.scope, self.path = scope, scope.slot()
+        self.header = {'format': CHECKPOINT_FORMAT, 'stage': scope.stage, 'config': scope.config, 'version': scope.version,
+                       'loop': loop}
+        self.kind, self.n = scope.every
+        self.stop = False                           # set by Ctrl-C: save at the end of this step, then stop
+        self.mark(0)
+    def mark(self, steps:int): self.t_last, self.s_last = time.monotonic(), steps
+    def due(self, steps:int) -> bool:
+        "Save now, after `steps` steps? On Ctrl-C, or when the steps or the wall time since the last save reached `every`."
+        if self.stop: return True
+        if self.kind == 'steps': return steps - self.s_last >= self.n
+        return self.kind == 'seconds' and time.monotonic() - self.t_last >= self.n
+    def save(self, state:dict, steps:int):
+        save_checkpoint(self.path, {'header': self.header, **state}); self.mark(steps)
+    def load(self) -> dict|None:
+        """This loop's checkpoint, or None when there is none or it cannot be resumed: then a CheckpointWarning names
+        the file and why, and every checkpoint of the build is dropped (the stage trains from scratch)."""
+        if not self.path.exists(): return None
+        try: ck = load_checkpoint(self.path); head = ck['header']; diff = _diff(head, self.header)
+        except (DataError, KeyError, TypeError) as e: why = [f"it cannot be read ({e})"]
+        else:
+            if not diff: return ck
+            why = []
+            if 'version' in diff: why.append(f"it was written by hyperclip_nb {head.get('version')}, this is {self.header['version']}")
+            if cfg := [d for d in diff if d.split('.')[0] in ('config', 'stage')]:
+                why.append(f"it belongs to another config ({', '.join(cfg[:3])}{', ...' if len(cfg) > 3 else ''})")
+            if loop := [d for d in diff if d.split('.')[0] in ('loop', 'format')]:
+                why.append(f"it belongs to another training loop ({', '.join(loop[:3])})")
+        warnings.warn(f"{self.path}: ignoring this checkpoint of {self.scope.stage!r}: {'; '.join(why)}; "
+                      f"the stage trains from scratch", CheckpointWarning, stacklevel=4)   # at the caller of train_loop
+        self.scope.discard()
+        return None
+
+@contextlib.contextmanager
+def _ctrl_c_at_step_end(ck:_Checkpoints|None):
+    """Within the block, a first Ctrl-C (SIGINT) sets `ck.stop`: the loop saves at the end of its step and stops; a
+    second one stops at once. Only where Python's own handler is in place (the main thread) and a checkpoint is kept."""
+    if (ck is None or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield; return
+    def on_sigint(signum, frame):
+        if ck.stop: raise KeyboardInterrupt
+        ck.stop = True
+    signal.signal(signal.SIGINT, on_sigint)
+    try: yield
+    finally: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def _stop(stage:str, steps:int, path:Path|None):
+    "Stop a loop on Ctrl-C, saying where its checkpoint is."
+    where = f"checkpoint saved to {path}" if path else "no checkpoint of this step (its batches cannot be re-entered)"
+    print(f"{stage}: interrupted after step {steps}; {where}; build it again to resume", file=sys.stderr)
+    raise KeyboardInterrupt
