@@ -277,7 +277,7 @@ class _Checkpoints:
         the file and why, and every checkpoint of the build is dropped (the stage trains from scratch)."""
         if not self.path.exists(): return None
         try: ck = load_checkpoint(self.path); head = ck['header']; diff = _diff(head, self.header)
-        except (DataError, KeyError, TypeError) as e: why = [f"it cannot be read ({e})"]
+        except (DataError, KeyError, IndexError, TypeError, AttributeError) as e: why = [f"it cannot be read ({type(e).__name__}: {e})"]
         else:
             if not diff: return ck
             why = []
@@ -286,6 +286,7 @@ class _Checkpoints:
                 why.append(f"it belongs to another config ({', '.join(cfg[:3])}{', ...' if len(cfg) > 3 else ''})")
             if loop := [d for d in diff if d.split('.')[0] in ('loop', 'format')]:
                 why.append(f"it belongs to another training loop ({', '.join(loop[:3])})")
+            why = why or ["its header is not a checkpoint header"]
         warnings.warn(f"{self.path}: ignoring this checkpoint of {self.scope.stage!r}: {'; '.join(why)}; "
                       f"the stage trains from scratch", CheckpointWarning, stacklevel=4)   # at the caller of train_loop
         self.scope.discard()
