@@ -151,7 +151,7 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
         return rows, tb
     loss_fn = lambda batch: bridge_loss(bridge, x0_all[batch[0]], q_all[batch[0]], batch[1], cfg, gen, stats)
     log = train_loop(list(bridge.model.parameters()), loss_fn, Draws(cfg.steps, draw), stage='bridge', lr=cfg.lr,
-                     max_norm=cfg.max_norm)
+                     max_norm=cfg.max_norm, generators=(gen,), extra_state=stats)
     n = cfg.steps * cfg.batch
     hist = {**log.history, **{f'null_{k_}_frac': v / n for k_, v in stats.items()}, 'seconds': log.seconds}
     bridge.model.eval()

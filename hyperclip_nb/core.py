@@ -6,7 +6,7 @@
 from __future__ import annotations
 # Over 300 lines for a reason: the base every stage stands on: errors, the config base class with its checks, atomic writes,
 # the artifact cache with its lock, seeds and progress bars; each part is small and all are used everywhere.
-import os, sys, json, math, time, random, hashlib, shutil, tempfile, dataclasses, contextlib, typing
+import os, re, sys, json, math, time, random, hashlib, shutil, tempfile, dataclasses, contextlib, contextvars, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -15,12 +15,13 @@ from filelock import FileLock
 from safetensors.torch import save_file as _st_save, load_file as _st_load
 
 # %% auto #0
-__all__ = ['IN_TEST', 'PRESETS', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError', 'DataError', 'set_seed',
-           'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info', 'device_trap',
-           'ConfigBase', 'get_preset', 'DeviceKind', 'device_parts', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'save_tensors', 'load_tensors', 'cache_dir', 'Artifact', 'artifact_dir',
-           'read_artifact', 'load_or_build', 'Bundle', 'built_key', 'with_key', 'cache_digest', 'progress', 'timed',
-           'set_plot_style', 'num_threads_for_tests']
+__all__ = ['IN_TEST', 'PRESETS', 'CHECKPOINT_EVERY', 'VOLATILE_KEYS', 'package_version', 'HyperclipError', 'ConfigError',
+           'DataError', 'set_seed', 'as_generator', 'available_devices', 'resolve_device', 'use_device', 'device_info',
+           'device_trap', 'ConfigBase', 'get_preset', 'DeviceKind', 'device_parts', 'atomic_write_with',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'save_tensors', 'load_tensors', 'cache_dir',
+           'checkpoint_every', 'CheckpointScope', 'checkpoint_scope', 'current_checkpoint_scope', 'Artifact',
+           'artifact_dir', 'read_artifact', 'checkpoint_folder', 'load_or_build', 'Bundle', 'built_key', 'with_key',
+           'cache_digest', 'progress', 'timed', 'set_plot_style', 'num_threads_for_tests']
 
 # %% ../nbs/00_core.ipynb #2ea89013
 IN_TEST = bool(os.environ.get('IN_TEST'))
@@ -261,17 +262,22 @@ def device_parts(device:str|torch.device) -> dict:
     return {} if dev.type in ('cpu', 'meta') else {'device': DeviceKind(dev.type)}
 
 # %% ../nbs/00_core.ipynb #5db73bcc
-def atomic_write_bytes(path:str|Path, data:bytes):
-    "Write `data` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
+def atomic_write_with(path:str|Path, write:typing.Callable):
+    """Write `path` atomically through `write(f)`, `f` a binary file: a temp file in the same folder, fsync, `os.replace`.
+    For writers that stream (`torch.save(obj, f)`) rather than hand over the bytes."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
+            write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+def atomic_write_bytes(path:str|Path, data:bytes):
+    "Write `data` to `path` atomically (temp file in the same folder, fsync, `os.replace`)."
+    atomic_write_with(path, lambda f: f.write(data))
 
 def atomic_write_text(path:str|Path, text:str): atomic_write_bytes(path, text.encode('utf-8'))
 
@@ -305,6 +311,59 @@ def _safe_name(s:str, what:str) -> str:
     if not s or s in ('.', '..') or any(c in s for c in '/\\\0') or s.startswith('.'):
         raise ConfigError(f"{what} {s!r} is not a valid folder name (no '/', '\\', '..' or leading '.')")
     return s
+
+# %% ../nbs/00_core.ipynb #e58a0d9a
+CHECKPOINT_EVERY = '5min'   # the default of $HYPERCLIP_NB_CHECKPOINT_EVERY
+
+def checkpoint_every(spec:str|None=None) -> tuple[str, float]:
+    """How often a training loop inside a cache build saves a checkpoint: `spec`, else `$HYPERCLIP_NB_CHECKPOINT_EVERY`,
+    else `CHECKPOINT_EVERY`. A whole number is a step count ('500'); a number with 's', 'min' or 'h' a wall time
+    ('90s', '5min', '1h'); 'off' (or '0') saves only on Ctrl-C. Returns ('steps', n), ('seconds', s) or ('off', 0)."""
+    src = 'checkpoint_every' if spec is not None else 'HYPERCLIP_NB_CHECKPOINT_EVERY'
+    raw = spec if spec is not None else os.environ.get('HYPERCLIP_NB_CHECKPOINT_EVERY') or CHECKPOINT_EVERY
+    s = str(raw).strip().lower()
+    if s in ('off', 'never', '0'): return ('off', 0.)
+    if s.isdigit(): return ('steps', float(int(s)))
+    m = re.fullmatch(r'(\d+(?:\.\d+)?)\s*(s|min|h)', s)
+    if m and float(m[1]) > 0: return ('seconds', float(m[1]) * {'s': 1, 'min': 60, 'h': 3600}[m[2]])
+    raise ConfigError(f"{src}={raw!r}: give a step count (500), a wall time (90s, 5min, 1h) or off")
+
+@dataclass
+class CheckpointScope:
+    """Where the training loops of one cache build keep their checkpoints: `folder`, with the build's `stage`, config
+    and package `version` (recorded in every checkpoint and compared on resume) and how often to save (`every`, from
+    `checkpoint_every`). Each `train_loop` of the build takes the next slot: `loop0.pt`, `loop1.pt`, ..."""
+    folder: Path
+    stage: str
+    config: dict
+    version: str
+    every: tuple = ('seconds', 300.)
+    used: int = 0
+    def slot(self) -> Path:
+        "The checkpoint file of the next training loop of this build."
+        self.used += 1
+        return self.folder/f'loop{self.used - 1}.pt'
+    def discard(self):
+        "Delete every checkpoint of this build (written by another config or version): the build starts over."
+        for f in self.folder.glob('loop*.pt'): f.unlink(missing_ok=True)
+
+_SCOPE = contextvars.ContextVar('hyperclip_nb_checkpoint_scope', default=None)
+
+@contextlib.contextmanager
+def checkpoint_scope(folder:str|Path, stage:str, cfg:ConfigBase|dict, every:str|None=None):
+    """Within the block, training loops that declare their random generators checkpoint into `folder` (see
+    `CheckpointScope`) and resume from it. `load_or_build` opens one around every build; nested builds open their own."""
+    folder = Path(folder)
+    for t in folder.glob('.*.tmp'): t.unlink(missing_ok=True)   # a save killed mid-write
+    scope = CheckpointScope(folder, stage, cfg.to_dict() if isinstance(cfg, ConfigBase) else dict(cfg), package_version(),
+                            checkpoint_every(every))
+    token = _SCOPE.set(scope)
+    try: yield scope
+    finally: _SCOPE.reset(token)
+
+def current_checkpoint_scope() -> CheckpointScope|None:
+    "The `CheckpointScope` of the cache build running now, or None outside one (then nothing is saved)."
+    return _SCOPE.get()
 
 # %% ../nbs/00_core.ipynb #4a0664a7
 @dataclass
@@ -345,27 +404,37 @@ def read_artifact(path:Path, stage:str, cfg:ConfigBase|None=None) -> Artifact:
                         f"expected {cfg.to_dict()}; delete {path} to rebuild")
     return Artifact(Path(path), stage, info.get('config', {}), info.get('meta', {}))
 
+def checkpoint_folder(final:Path) -> Path:
+    """Where the training checkpoints of the artifact folder `final` live while it is built: a hidden sibling
+    `.<key>.checkpoints`, which the cleanup of interrupted builds (`.<key>.*.tmp`) and `cache_digest` leave alone."""
+    return final.parent/f'.{final.name}.checkpoints'
+
 def load_or_build(stage:str, cfg:ConfigBase, build:typing.Callable, root:Path|None=None, rebuild:bool=False) -> Artifact:
-    "Load `stage`'s artifact for `cfg` from the cache, or `build(cfg, tmp_dir)` it (returns a meta dict or None) once, atomically."
+    """Load `stage`'s artifact for `cfg` from the cache, or `build(cfg, tmp_dir)` it (returns a meta dict or None) once,
+    atomically. The build runs in a `checkpoint_scope`: its training loops save checkpoints next to the artifact and
+    an interrupted build resumes from them; they are deleted when the artifact lands (and by `rebuild`)."""
     final = artifact_dir(stage, cfg, root)
     if not rebuild and (final/'config.json').exists(): return read_artifact(final, stage, cfg)
     final.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = checkpoint_folder(final)
     with FileLock(str(final) + '.lock'):
         if rebuild and final.exists():   # rename first: a kill mid-delete must not leave a half-deleted artifact
             trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f'.{final.name}.', suffix='.tmp'))
             os.replace(final, trash/'old'); shutil.rmtree(trash, ignore_errors=True)
+        if rebuild: shutil.rmtree(ckpt, ignore_errors=True)                              # start over: no resuming
         if (final/'config.json').exists(): return read_artifact(final, stage, cfg)   # built by another process meanwhile
         for old in final.parent.glob(f'.{final.name}.*.tmp'): shutil.rmtree(old, ignore_errors=True)  # interrupted builds
         if final.exists(): shutil.rmtree(final)                                          # incomplete: no config.json
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f'.{final.name}.', suffix='.tmp'))
         try:
-            meta = build(cfg, tmp) or {}
+            with checkpoint_scope(ckpt, stage, cfg): meta = build(cfg, tmp) or {}
             atomic_write_json(tmp/'config.json', {'stage': stage, 'config': cfg.to_dict(), 'version': package_version(),
                                                   'meta': meta, 'created': time.strftime('%Y-%m-%dT%H:%M:%S')})
             os.replace(tmp, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)   # the checkpoints stay: the next build resumes from them
             raise
+        shutil.rmtree(ckpt, ignore_errors=True)
     return read_artifact(final, stage, cfg)
 
 # %% ../nbs/00_core.ipynb #6edc372d

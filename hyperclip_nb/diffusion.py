@@ -221,7 +221,7 @@ def fit_diffusion(x0:torch.Tensor,    # [N, k] training data (standardized laten
         return diffusion_loss(model, sched, x0[idx], c, g)
     batches = Draws(cfg.steps, lambda: torch.randint(0, len(x0), (cfg.batch,), generator=g, device=dev))
     log = train_loop(list(model.parameters()), loss_fn, batches, stage='diffusion', lr=cfg.lr, max_norm=cfg.max_norm,
-                     ema=ema, ema_decay=cfg.ema)
+                     ema=ema, ema_decay=cfg.ema, generators=(g,), extra_state=counts)
     hist = {**log.history, 'null_frac': counts['null'] / (cfg.steps * cfg.batch)}
     return (ema if ema is not None else model).eval(), sched, hist
 

@@ -73,9 +73,9 @@ def fit_hvae(G:torch.nn.Module,   # the HNet's generator G_φ (frozen): latents 
         with torch.no_grad(): W = G(lat.latents[p, idx])               # [B, D], computed on the fly
         loss, recon, kl = hvae_loss(model, W, g, cfg.beta_kl)
         return loss, {'recon': recon, 'kl': kl}
-    log = train_loop(list(model.parameters()), loss_fn, lambda epoch: lat.epoch_batches(cfg.batch, g), cfg.epochs,
+    log = train_loop(list(model.parameters()), loss_fn, lambda epoch: list(lat.epoch_batches(cfg.batch, g)), cfg.epochs,
                      stage='hvae', hint='lower HVAEConfig.lr', lr=cfg.lr, max_norm=cfg.max_norm, record='epoch',
-                     epoch_mean='sequential', desc='HVAE')
+                     epoch_mean='sequential', desc='HVAE', generators=(g,))
     hist = {**log.history, 'clip_fraction': log.clip_fraction}
     with torch.no_grad(): model.z_init.copy_(model.encode(G(lat.z_init[None]))[0][0])
     return model.eval(), hist

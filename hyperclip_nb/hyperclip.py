@@ -87,10 +87,10 @@ def fit_hyperclip(G:torch.nn.Module,   # frozen generator: latents [B, k] → we
         loss, acc = hyperclip_loss(model(x), q, model.logit_scale)
         return loss, {'acc': acc}
     def log_scale(epoch, hist): hist.setdefault('scale', []).append(model.logit_scale.exp().item())
-    log = train_loop(params, loss_fn, lambda epoch: lat.epoch_batches(cfg.batch, g, drop_last=True), cfg.epochs,
+    log = train_loop(params, loss_fn, lambda epoch: list(lat.epoch_batches(cfg.batch, g, drop_last=True)), cfg.epochs,
                      stage='hyperclip', hint='lower HyperClipConfig.lr', lr=cfg.lr, max_norm=cfg.max_norm,
                      after_step=lambda step: model.clamp_scale_(), record='epoch', epoch_mean='sequential',
-                     on_epoch=log_scale, desc='HyperCLIP')
+                     on_epoch=log_scale, desc='HyperCLIP', generators=(g,))
     hist = {**log.history, 'clip_fraction': log.clip_fraction}
     return model.eval(), hist
 

@@ -84,7 +84,7 @@ def meta_train(params:list, batch_step, feats:Features, cfg, g:torch.Generator, 
                      lambda epoch: meta_batches(len(train_idx), cfg.meta_batch, g, sizes), cfg.epochs,
                      stage=stage, hint=hint, lr=cfg.lr, max_norm=cfg.max_norm, backward=backward, record='epoch',
                      on_epoch=on_epoch, val_score=(lambda: val_score(val_tb)) if val_tb is not None else None,
-                     val_every=getattr(cfg, 'val_every', 1))
+                     val_every=getattr(cfg, 'val_every', 1), generators=(g,))
     return {**log.history, 'clip_fraction': log.clip_fraction}
 
 # %% ../nbs/04a_meta_learning.ipynb #6e392fdd

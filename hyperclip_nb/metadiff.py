@@ -226,7 +226,7 @@ def fit_metadiff(feats:Features, cfg:MetaDiffConfig, K:int) -> tuple[MetaDiffDen
     log = train_loop(list(model.parameters()), lambda ep: metadiff_loss(model, sched, ep, cfg, g),
                      Draws(cfg.steps, lambda: sampler.sample(cfg.batch, g)), stage=f'MetaDiff {K}-shot',
                      hint='lower MetaDiffConfig.lr', lr=cfg.lr, weight_decay=cfg.weight_decay, max_norm=cfg.max_norm,
-                     ema=ema, ema_decay=cfg.ema, ema_start=cfg.ema_start)   # the EMA after EVERY step (the release never did)
+                     ema=ema, ema_decay=cfg.ema, ema_start=cfg.ema_start, generators=(g,))   # the EMA after EVERY step (the release never did)
     hist = {'loss': log.history['loss'], 'ema_updates': log.ema_updates, 'clipped': log.n_clipped, 'seconds': log.seconds}
     return ema.eval(), sched, hist
 
