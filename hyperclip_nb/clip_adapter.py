@@ -33,9 +33,8 @@ def hidden_size(D:int, d:int) -> int:
 def unflatten(W:torch.Tensor, d:int) -> tuple:
     "W [..., D] → (W1 [..., h, d], W2 [..., d, h], b1 [..., h], b2 [..., d])."
     h = hidden_size(W.shape[-1], d); lead = W.shape[:-1]
-    o = np.cumsum([0, h * d, d * h, h, d])
-    return (W[..., o[0]:o[1]].reshape(*lead, h, d), W[..., o[1]:o[2]].reshape(*lead, d, h),
-            W[..., o[2]:o[3]], W[..., o[3]:o[4]])
+    W1, W2, b1, b2 = W.split([h * d, d * h, h, d], dim=-1)   # one split: its backward writes each part's gradient once
+    return W1.reshape(*lead, h, d), W2.reshape(*lead, d, h), b1, b2
 
 def flatten(W1:torch.Tensor, W2:torch.Tensor, b1:torch.Tensor, b2:torch.Tensor) -> torch.Tensor:
     "The inverse of `unflatten`: (W1 [..., h, d], W2 [..., d, h], b1 [..., h], b2 [..., d]) → [..., D]."
