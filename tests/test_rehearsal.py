@@ -4,7 +4,7 @@ and no reference folder), then `hyperclip_nb reproduce --dataset metavqa
 --config CONFIG --schedule smoke --clip rehearsal-768` trains every stage and scores every row, the N-way K-shot
 episodes included, through the real Meta-VQA loader on 768-d features.
 
-CI runs it with `--config tiny` (about a minute on 2 cores). At the paper's sizes (`--config paper`: D = 394,240, a
+CI runs it with `--config tiny` (about 15 s on 2 cores). At the paper's sizes (`--config paper`: D = 394,240, a
 101 M-parameter HVAE, T = 1000 MetaDiff) the same test takes several minutes of CPU, more than CI's budget; it runs
 when HYPERCLIP_NB_REHEARSAL_PAPER=1 is set."""
 import json, os
