@@ -39,18 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
     sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check,features}', parser_class=_Parser)
-    d = sub.add_parser('data', help='write a Meta-Shapes dataset in the Meta-VQA format')
-    d.add_argument('--dataset', choices=['metashapes'], default='metashapes')
+    d = sub.add_parser('data', help='write a Meta-Shapes dataset, or a Meta-VQA rehearsal folder (the published tasks, synthetic images)')
+    d.add_argument('--dataset', choices=['metashapes', 'metavqa-rehearsal'], default='metashapes')
+    d.add_argument('--splits', default=None, help='metavqa-rehearsal: folder with meta_train.json and prompt_meta.json (and meta_test.json), '
+                   'as meta_vqa.download_split_files writes it')
+    d.add_argument('--tasks', type=_positive_int, default=None, help='metavqa-rehearsal: tasks kept per split, the largest by pairs and by answers always among them (default: all)')
     d.add_argument('--config', choices=list(PRESETS), default='default')
     d.add_argument('--out', required=True, help='folder to create (must not exist or be empty)')
-    d.add_argument('--seed', type=int, default=0)
+    d.add_argument('--seed', type=int, default=0, help='metashapes: the world; metavqa-rehearsal: the draw of the kept tasks')
     r = sub.add_parser('reproduce', help='train every stage and write results.json and results.md')
     r.add_argument('--dataset', choices=['metashapes', 'metavqa'], default='metashapes')
     r.add_argument('--config', choices=list(PRESETS), default='default')
+    r.add_argument('--schedule', choices=['full', 'smoke'], default='full',
+                   help="training lengths: 'full' (the preset's) or 'smoke' (a handful of steps, every size kept: a rehearsal)")
     r.add_argument('--seeds', type=_positive_int, default=3, help='number of seeds (0..N-1)')
     r.add_argument('--out', default=None, help='output folder (default runs/<dataset>-<config>)')
     r.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
-    r.add_argument('--clip', default=None, help="CLIP: 'tiny' (Meta-Shapes) or an open_clip name such as ViT-L-14-336")
+    r.add_argument('--clip', default=None, help="CLIP: 'tiny' (Meta-Shapes), an open_clip name such as ViT-L-14-336, or "
+                   "rehearsal-768 (768-d features, random weights: a rehearsal)")
     r.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
     r.add_argument('--methods', default=None, help='comma-separated rows to run (default: all), e.g. zero_shot_clip,oracle_finetune')
     r.add_argument('--no-n-shot', action='store_true', help='skip the n-shot curves (faster)')
@@ -66,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser('bench', help='time the vectorised parts against their loops and write the ratios as JSON')
     b.add_argument('--out', default='runs/bench.json', help='JSON file to write (default runs/bench.json)')
     b.add_argument('--repeats', type=_positive_int, default=None,
-                   help='timed repeats per measurement, the best counts (default 3; 1 for the paper-size batching row)')
+                   help='timed repeats per measurement, the best counts (default 3; 1 for the paper-size batching row and with --paper-scale)')
+    b.add_argument('--paper-scale', action='store_true', help="instead: one step of every stage at the paper's sizes, and the hours of the paper's full schedule on --device")
     b.add_argument('--device', default='cpu', help='where to time the MAML and DDIM parts: cpu (default), cuda, cuda:N, mps or auto (the memory probe measures CPU memory)')
     b.add_argument('--skip', default='', help=f"comma-separated measurements to leave out, of {', '.join(BENCHES)}")
     b.add_argument('--split-file', default=None,
@@ -87,9 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/13_cli.ipynb #098b7bb0
 def cmd_data(args) -> int:
-    "Write a Meta-Shapes dataset into `args.out`, atomically: a temporary sibling folder renamed at the end."
+    """Write a Meta-Shapes dataset, or a Meta-VQA rehearsal folder (`meta_vqa.write_metavqa_rehearsal`), into `args.out`,
+    atomically: a temporary sibling folder renamed at the end."""
     from hyperclip_nb import meta_shapes as ms
     out = Path(args.out).expanduser()
+    if args.dataset == 'metavqa-rehearsal':
+        from hyperclip_nb.meta_vqa import write_metavqa_rehearsal
+        if not args.splits: raise UsageError("--dataset metavqa-rehearsal needs --splits DIR with meta_train.json and prompt_meta.json "
+                                             "(hyperclip_nb.meta_vqa.download_split_files(DIR) fetches them)")
+        info = write_metavqa_rehearsal(args.splits, out, args.tasks, args.seed)
+        print(f"wrote {out}: {info['tasks']['meta_train']} meta-train and {info['tasks']['meta_test']} meta-test tasks of the "
+              f"published split, {info['images']:,} synthetic images; meta-test: {info['meta_test_from']}")
+        return 0
+    if args.splits or args.tasks: raise UsageError("--splits and --tasks are for --dataset metavqa-rehearsal")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new folder")
     cfg = get_preset(ms.MetaShapesConfig, args.config).replace(seed=args.seed)
@@ -125,7 +142,8 @@ def cmd_reproduce(args) -> int:
         overrides[stage.strip()] = preset.strip()
     res = reproduce(args.dataset, args.config, args.seeds, out, data_root=args.data_root, clip=args.clip,
                     clip_pretrained=args.clip_pretrained, methods=methods, n_shot=not args.no_n_shot,
-                    episodes=not args.no_episodes, overrides=overrides, device=device)
+                    episodes=not args.no_episodes, overrides=overrides, device=device,
+                    schedule=args.schedule)
     print(results_markdown(res)); print(f"wrote {Path(out)/'results.json'} and {Path(out)/'results.md'}")
     return 0
 
@@ -152,6 +170,15 @@ def _bench_ddim(repeats:int, device='cpu') -> dict:
 
 BENCHES = ('maml', 'ddim', 'memory', 'batching')
 
+def _bench_paper_scale(out:Path, device, repeats:int) -> int:
+    "`bench --paper-scale`: `gpu_check.paper_scale_bench` on `device`, printed as a table and written to `out`."
+    from hyperclip_nb.gpu_check import paper_scale_bench, paper_scale_markdown
+    rows = paper_scale_bench(device, repeats)
+    print(paper_scale_markdown(rows, device))
+    atomic_write_json(out, {'paper_scale': {'device': device_info(device), 'repeats': repeats, 'stages': rows}})
+    print(f"wrote {out}")
+    return 1 if any(r.get('error') or not r.get('finite') for r in rows) else 0
+
 def cmd_bench(args) -> int:
     "Measure every speed and memory ratio side by side in one run; print a table and write it as JSON."
     from hyperclip_nb.baselines import bench_maml_vmap
@@ -161,6 +188,7 @@ def cmd_bench(args) -> int:
     skip = {s.strip() for s in args.skip.split(',') if s.strip()}
     device = resolve_device(args.device)
     if bad := sorted(skip - set(BENCHES)): raise UsageError(f"--skip {','.join(bad)}: choose among {', '.join(BENCHES)}")
+    if args.paper_scale: return _bench_paper_scale(out, device, args.repeats or 1)
     split_file = args.split_file
     if 'batching' not in skip and split_file is None:
         from hyperclip_nb.meta_vqa import shared_meta_vqa_dir

@@ -17,8 +17,8 @@ from . import meta_shapes as ms
 from .tiny_clip import ClosedVocabTokenizer, build_tiny_clip, clip_key, _build_tiny, to_uint8, normalize_images
 
 # %% auto #0
-__all__ = ['SHARD_SIZE', 'TEST_CLIP', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'encode_texts',
-           'default_workers', 'ImageDataset', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
+__all__ = ['SHARD_SIZE', 'TEST_CLIP', 'load_pretrained_clip', 'load_clip', 'clip_arch_without_weights', 'rehearsal_clip',
+           'encode_texts', 'default_workers', 'ImageDataset', 'encode_images', 'SplitIndex', 'TaskBatch', 'Features',
            'extract_features', 'metashapes_features', 'FeatureShards', 'parse_shard', 'shard_folder', 'ImageShards',
            'encode_image_shards', 'tiny_open_clip', 'tiny_metavqa_folder']
 
@@ -51,6 +51,7 @@ def load_clip(cfg:ClipConfig, data_cfg:ms.MetaShapesConfig|None=None, device:str
         model = build_tiny_clip(cfg, tok.vocab_size, dev)
         model.load_state_dict(art.tensors(device=dev))
         return model.eval(), tok, cfg.image_size
+    if cfg.model == REHEARSAL_CLIP: return rehearsal_clip(dev)
     import open_clip
     model = load_pretrained_clip(cfg.model, cfg.pretrained, dev)
     size = model.visual.image_size
@@ -64,6 +65,19 @@ def clip_arch_without_weights(name:str='ViT-L-14-336', device:str|torch.device='
     with torch.device(dev): model = open_clip.create_model(name, pretrained=None, device=dev).eval()
     size = model.visual.image_size
     return model, open_clip.get_tokenizer(name), size[0] if isinstance(size, (tuple, list)) else size
+
+def rehearsal_clip(device:str|torch.device='cpu'):
+    """(model, tokenizer, image_size) of `REHEARSAL_CLIP`: an open_clip CLIP whose features are 768-d like ViT-L/14@336's
+    but whose towers are one narrow block each on 32 px images, with random weights drawn from seed 0 (on the CPU, then
+    moved), so that the whole Meta-VQA path runs at the paper's sizes on a CPU. Its features mean nothing."""
+    import open_clip
+    from open_clip.model import CLIPVisionCfg, CLIPTextCfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        with torch.device('cpu'):
+            model = open_clip.CLIP(768, CLIPVisionCfg(layers=1, width=64, head_width=32, patch_size=16, image_size=32),
+                                   CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=2, layers=1))
+    return model.to(device).eval(), open_clip.get_tokenizer('ViT-L-14-336'), 32
 
 # %% ../nbs/03_clip_features.ipynb #e8262a39
 def _encode_on(model, device, amp:bool):

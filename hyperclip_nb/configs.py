@@ -11,15 +11,15 @@ from .core import *
 from .meta_shapes import MetaShapesConfig
 
 # %% auto #0
-__all__ = ['DATASETS', 'SEEDED', 'stage_configs', 'seed_configs', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig']
+__all__ = ['DATASETS', 'SEEDED', 'RUN_SCHEDULES', 'SMOKE', 'stage_configs', 'seed_configs', 'schedule_configs', 'REHEARSAL_CLIP', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig']
 
 # %% ../nbs/01a_configs.ipynb #1d2ae768
 DATASETS = ('metashapes', 'metavqa')
 
-def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None) -> dict:
+def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None, schedule:str='full') -> dict:
     """Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP).
     `overrides` {stage: preset} takes some stages from another preset, e.g. {'hyperldm': 'paper'} runs the paper's
-    HyperLDM on the default world."""
+    HyperLDM on the default world. `schedule` ('full' or 'smoke', `schedule_configs`) says how long they train."""
     if preset not in PRESETS: raise ConfigError(f"unknown config {preset!r}; choose one of {list(PRESETS)}")
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     cfgs = {'data': get_preset(MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
@@ -35,7 +35,7 @@ def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None
         if stage not in cfgs: raise ConfigError(f"unknown stage {stage!r} in the overrides; choose from {list(cfgs)}")
         cfgs[stage] = get_preset(type(cfgs[stage]), p)
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
-    return cfgs
+    return schedule_configs(cfgs, schedule)
 
 SEEDED = ('multitask', 'maml', 'cond_multitask', 'film', 'hnet', 'precompute', 'hvae', 'hyperclip', 'hyperldm',
           'metadiff', 'bridge')   # the stages a seed trains; the world ('data') and the adapter's shape are fixed
@@ -51,7 +51,35 @@ def seed_configs(cfgs:dict, seed:int) -> dict:
     return out
 
 
+# %% ../nbs/01a_configs.ipynb #45efeffb
+RUN_SCHEDULES = ('full', 'smoke')   # how long every stage trains: its preset's own length, or a handful of steps
+
+SMOKE = {   # stage -> the fields the smoke schedule sets; every size (widths, latents, D, T, batches) stays the preset's,
+            # but HyperCLIP's contrastive batch: it needs that many meta-train tasks (64), which a subset rehearsal lacks
+    'clip': dict(image_steps=5, text_steps=5),                         # the tiny CLIP only; a pretrained one is not trained
+    'adapter': dict(oracle_steps=2, n_shot_max=2, n_shot_redraws=1),
+    'multitask': dict(epochs=2, val_every=1, log_every=1), 'maml': dict(epochs=2, val_every=1),
+    'cond_multitask': dict(epochs=2, val_every=1), 'film': dict(epochs=2, val_every=1), 'hnet': dict(epochs=2, val_every=1),
+    'precompute': dict(passes=2, steps=2), 'hvae': dict(epochs=2), 'hyperclip': dict(epochs=2, guide_steps=3, batch=2),
+    'hyperldm': dict(steps=20), 'metadiff': dict(steps=5, test_episodes=10, sample_steps=10),
+    'bridge': dict(steps=5, sample_steps=5)}
+
+def schedule_configs(cfgs:dict, schedule:str='full') -> dict:
+    """`cfgs` trained for `schedule`: 'full' returns them unchanged; 'smoke' cuts every epoch, step and pass count to a
+    handful (`SMOKE`) and keeps every size (but HyperCLIP's batch, cut to 2 pairs), so `--config paper --schedule smoke` builds every stage at the paper's
+    sizes (D = 394,240 on 768-d features) in minutes: a rehearsal of the path, not a result."""
+    if schedule not in RUN_SCHEDULES: raise ConfigError(f"unknown schedule {schedule!r}; choose one of {list(RUN_SCHEDULES)}")
+    if schedule == 'full': return dict(cfgs)
+    out = dict(cfgs)
+    for stage, kw in SMOKE.items():
+        if stage not in out or (stage == 'clip' and out[stage].model != 'tiny'): continue
+        kw = {k: min(v, out[stage].T) if k == 'sample_steps' else v for k, v in kw.items()}   # a strided chain fits in T
+        out[stage] = out[stage].replace(**kw)
+    return out
+
 # %% ../nbs/02a_tiny_clip.ipynb #ced99676
+REHEARSAL_CLIP = 'rehearsal-768'   # a small CLIP with 768-d features and random weights: rehearses the Meta-VQA path on a CPU
+
 @dataclass
 class ClipConfig(ConfigBase):
     "Which CLIP gives the features: the tiny one trained here, or a pretrained open_clip model."
@@ -89,6 +117,8 @@ class ClipConfig(ConfigBase):
             for w in ('vision_width', 'text_width'):
                 if getattr(self, w) % self.heads: self._fail(w, f'must be a multiple of heads={self.heads}')
             if self.n_scenes < 20: self._fail('n_scenes', 'must be >= 20 (10 % are held out)')
+        elif self.model == REHEARSAL_CLIP:
+            if self.pretrained: self._fail('pretrained', f"{REHEARSAL_CLIP!r} has random weights only (a rehearsal); leave it empty")
         elif not self.pretrained:
             self._fail('pretrained', f"model {self.model!r} needs a pretrained tag (e.g. 'openai') or a checkpoint path")
 

@@ -125,7 +125,8 @@ def _hyperclip(space):
         log, hc, lat, decode = {}, run.hyperclip(space), run.latents(space), run.generator(space)
         z = hyperclip_zero_shot(hc, decode, lat, run.features(), run.cfgs['hyperclip'], log=log, choose_steps=True)
         cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=run.seed) for s, z_or, q in
-               (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, run.tasks().question))}
+               (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, run.tasks().question))
+               if len(q) >= 10}   # the 10-way diagnostic needs 10 tasks; a split with fewer (a small rehearsal) has none
         return ZeroShot(z, decode, {'guide_steps': log['guide_steps']} | cls)
     return method
 

@@ -28,7 +28,8 @@ from .report import compare_results, comparison_markdown
 from .reproduce import reproduce, check_out_dir
 
 # %% auto #0
-__all__ = ['SIZES', 'STAGES', 'size_spec', 'random_tasks', 'time_step', 'run_stage', 'stage_steps', 'check_report', 'gpu_check']
+__all__ = ['SIZES', 'STAGES', 'PAPER_SPLIT', 'size_spec', 'random_tasks', 'time_step', 'run_stage', 'stage_steps', 'check_report',
+           'full_schedule_steps', 'paper_scale_bench', 'paper_scale_markdown', 'gpu_check']
 
 # %% ../nbs/12d_gpu_check.ipynb #20d5acbd
 SIZES = {
@@ -263,6 +264,63 @@ def check_report(comparison:dict, rows:list[dict], device:str|torch.device, seed
               f"{_fmt(r['peak_mib'], ',.0f')} |" for r in rows]
     if failed: lines += ['', f"{len(failed)} step(s) failed: " + '; '.join(f"{r['stage']}: {r.get('error') or 'not run'}" for r in failed)]
     return code, '\n'.join(lines) + '\n'
+
+# %% ../nbs/12d_gpu_check.ipynb #4e56e162
+PAPER_SPLIT = dict(meta_train=870, meta_test=373, images=64_665)   # the published split (method §9) and its COCO images
+
+def full_schedule_steps(cfgs:dict, shapes:dict, split:dict=PAPER_SPLIT) -> dict[str, tuple[int, str]]:
+    "{stage: (steps of the paper's full schedule, how they were counted)} for the rows of `STAGES`, with `shapes`' batch sizes."
+    fit = lambda c: split['meta_train'] - round(c.val_frac * split['meta_train'])      # meta-train tasks a stage fits
+    meta = lambda c: (c.epochs * math.ceil(fit(c) / c.meta_batch), f"{c.epochs:,} epochs x {math.ceil(fit(c) / c.meta_batch)} meta-batches of {c.meta_batch}")
+    pc, hv, hc, ld, md, br = (cfgs[k] for k in ('precompute', 'hvae', 'hyperclip', 'hyperldm', 'metadiff', 'bridge'))
+    n_lat, per = fit(pc), shapes['precompute_tasks']
+    return {'clip_features': (math.ceil(split['images'] / shapes['images']), f"{split['images']:,} images, {shapes['images']} per step"),
+            'hnet_maml': meta(cfgs['hnet']), 'cond_hnet_maml': meta(cfgs['hnet']),
+            'precompute': (2 * pc.passes * pc.steps * math.ceil(n_lat / per),
+                           f"2 spaces x {pc.passes} passes x {pc.steps} steps x {math.ceil(n_lat / per)} chunks of {per} tasks"),
+            'hvae': (hv.epochs * math.ceil(n_lat / hv.batch), f"{hv.epochs:,} epochs x {math.ceil(n_lat / hv.batch)} batches of {hv.batch}"),
+            'hyperclip': (2 * hc.epochs * (n_lat // hc.batch), f"2 spaces x {hc.epochs} epochs x {n_lat // hc.batch} batches of {hc.batch}"),
+            'hyperldm': (2 * ld.steps, f"2 spaces x {ld.steps:,} steps"),
+            'bridge': (br.steps, f"{br.steps:,} steps"),
+            'metadiff': (len(md.shots) * md.steps, f"{len(md.shots)} K x {md.steps:,} steps (timed at K = {max(md.shots)})"),
+            'mnet_maml': meta(cfgs['maml']), 'cond_multitask': meta(cfgs['cond_multitask'])}
+
+def paper_scale_bench(device:str|torch.device='cpu', repeats:int=1, images:int=2, stages:list|None=None) -> list[dict]:
+    """`stage_steps` at the paper's sizes, each row with 'full_steps' (steps of the paper's schedule, `full_schedule_steps`),
+    'counted' (how), 'hours' (seconds per step x steps) and 'process_peak_mib' (on the CPU, the peak RSS of the process
+    during the stage; the row's 'peak_mib' is the part above the RSS it started from). `images`: per step of the CLIP row."""
+    dev = use_device(resolve_device(device))
+    shapes, cfgs = size_spec('paper')
+    shapes = shapes | {'images': images}
+    steps = full_schedule_steps(cfgs, shapes)
+    names = list(STAGES) if stages is None else list(stages)
+    if unknown := [n for n in names if n not in STAGES]: raise ConfigError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    rows = []
+    for n in progress(names, desc='paper-scale steps'):
+        gc.collect(); _peak_rss_mb(reset=True)
+        r = run_stage(n, STAGES[n], dev, shapes, cfgs, repeats)
+        r['process_peak_mib'] = _peak_rss_mb() if dev.type == 'cpu' else r['peak_mib']
+        r['full_steps'], r['counted'] = steps[n]
+        r['hours'] = r['seconds'] * r['full_steps'] / 3600
+        rows.append(r)
+    return rows
+
+def paper_scale_markdown(rows:list[dict], device:str|torch.device) -> str:
+    "The rows of `paper_scale_bench` as a Markdown table, with the total hours of the stages that ran."
+    info = device_info(device)
+    lines = [f"**The paper's full schedule on {info['device']} ({info['device_name']})**, from one timed step per stage "
+             "(hours = s/step x steps; evaluation, the multitask baseline and FiLM not included):", '',
+             '| stage | s/step | peak MiB (stage) | peak MiB (process) | steps of the full schedule | hours |',
+             '|---|---|---|---|---|---|']
+    for r in rows:
+        bad = r.get('error') or not r.get('finite')
+        lines.append(f"| {r['stage']} | {'**failed**' if bad else _fmt(r['seconds'], '.4f')} | {_fmt(r['peak_mib'], ',.0f')} | "
+                     f"{_fmt(r['process_peak_mib'], ',.0f')} | {r['full_steps']:,} ({r['counted']}) | {'—' if bad else _fmt(r['hours'], ',.1f')} |")
+    ok = [r['hours'] for r in rows if not (r.get('error') or not r.get('finite'))]
+    lines += ['', f"Total of the {len(ok)} stages timed: {sum(ok):,.1f} h per seed (the CLIP features once for all seeds)."]
+    if failed := [r for r in rows if r.get('error') or not r.get('finite')]:
+        lines.append(f"{len(failed)} step(s) failed: " + '; '.join(f"{r['stage']}: {r.get('error') or 'not finite'}" for r in failed))
+    return '\n'.join(lines) + '\n'
 
 # %% ../nbs/12d_gpu_check.ipynb #b8df0fa9
 @contextlib.contextmanager

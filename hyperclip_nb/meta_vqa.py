@@ -6,7 +6,7 @@
 from __future__ import annotations
 # Over 300 lines for a reason: one data format: the Meta-VQA builder from VQA v2 + COCO, the published split's loader, and the checks
 # that say which file is missing or wrong.
-import os, re, json, random, hashlib, tempfile, contextlib, urllib.request, urllib.error
+import os, re, json, random, hashlib, shutil, tempfile, contextlib, urllib.request, urllib.error
 from collections import Counter
 from pathlib import Path
 from .core import *
@@ -16,7 +16,8 @@ from .tasks import *
 __all__ = ['VQA_SUBSETS', 'VQA_ANSWER_TYPES', 'METAVQA_COMMIT', 'METAVQA_BASE_URL', 'METAVQA_FILES', 'COCO_URLS',
            'shared_meta_vqa_dir', 'split_bucket', 'coco_image_name', 'build_metavqa_split', 'tiny_vqa_fixture',
            'write_metavqa_dataset', 'make_template', 'fill_templates', 'sha256_file', 'verify_sha256',
-           'download_split_files', 'prepare_metavqa']
+           'download_split_files', 'prepare_metavqa', 'rehearsal_image', 'select_rehearsal_tasks',
+           'write_metavqa_rehearsal']
 
 # %% ../nbs/02_meta_vqa.ipynb #c3b1d0bc
 def _repo_root(start:Path) -> Path|None:
@@ -479,3 +480,90 @@ def prepare_metavqa(data_root:str|Path, check_images:bool=False) -> MetaDataset:
 def _image_exists(ds:MetaDataset, image_id:str) -> bool:
     try: ds.image_path(image_id); return True
     except DataError: return False
+
+# %% ../nbs/02_meta_vqa.ipynb #e42106bb
+def rehearsal_image(image_id:str, side:int=64, quality:int=70) -> bytes:
+    "A small JPEG (a few KB) whose pixels are a function of `image_id` alone: coloured blocks drawn from its sha256."
+    from io import BytesIO
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], 'little'))
+    blocks = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)                    # an 8x8 grid of colours ...
+    img = np.kron(blocks, np.ones((side // 8, side // 8, 1), dtype=np.uint8))   # ... blown up to side x side
+    img = np.clip(img.astype(np.int16) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)   # and a little noise
+    buf = BytesIO(); Image.fromarray(img).save(buf, 'JPEG', quality=quality)
+    return buf.getvalue()
+
+def _largest(split, key) -> str:
+    "The question of `split`'s largest task by `key` (the first such task in file order on a tie)."
+    return max(split, key=key).question      # max keeps the first of equal keys
+
+def select_rehearsal_tasks(split, n:int|None, seed:int=0) -> list:
+    """`n` tasks of `split` (all when `n` is None or at least its size), in the split's order: always the largest task
+    by pairs (support + query) and the largest by answers, the rest drawn by a fresh `random.Random(seed)`."""
+    tasks = list(split)
+    if n is None or n >= len(tasks): return tasks
+    keep = {_largest(tasks, lambda t: len(t.support) + len(t.query)), _largest(tasks, lambda t: t.n_answers)}
+    if n < len(keep):
+        raise ConfigError(f"--tasks {n}: the largest task by pairs and the largest by answers are two different tasks "
+                          f"({' and '.join(map(repr, sorted(keep)))}); pass --tasks {len(keep)} or more")
+    rest = [t.question for t in tasks if t.question not in keep]
+    keep |= set(random.Random(seed).sample(rest, n - len(keep)))
+    return [t for t in tasks if t.question in keep]
+
+def _split_like_paper(tasks:list, seed:int=2021, frac:float=0.7) -> tuple[list, list]:
+    "Step 6 of the split (method §9): a fresh `random.Random(seed)` shuffles the tasks; the first round(frac·N) are meta-train."
+    order = list(tasks); random.Random(seed).shuffle(order)
+    k = round(frac * len(order))
+    return order[:k], order[k:]
+
+def write_metavqa_rehearsal(splits:str|Path,        # folder with meta_train.json, prompt_meta.json (and meta_test.json)
+                            out:str|Path,           # folder to create; must not exist or be empty
+                            tasks:int|None=None,    # keep this many tasks per split (the largest always among them)
+                            seed:int=0,             # draws the other kept tasks
+                            image_side:int=64,      # side of the synthetic images
+                           ) -> dict:
+    """Write a Meta-VQA folder whose tasks are the published split's own (questions, answers, image ids, support and
+    query pairs) and whose images are small synthetic JPEGs (`rehearsal_image`), in the layout `prepare_metavqa`
+    reads. Without `meta_test.json`, meta-train's tasks are split 70/30 by step 6 of the split (method §9). Written
+    into a temporary sibling folder renamed to `out` at the end. Returns the folder's summary (also in dataset.json)."""
+    splits, out = Path(splits).expanduser(), Path(out).expanduser()
+    if tasks is not None and (isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1):
+        raise ConfigError(f"--tasks {tasks!r}: must be an integer >= 1 (tasks kept per split)")
+    if not splits.is_dir(): raise DataError(f"--splits {splits}: no such folder; download_split_files({str(splits)!r}) fetches the split files")
+    if missing := [f for f in ('meta_train.json', 'prompt_meta.json') if not (splits/f).is_file()]:
+        raise DataError(f"{splits}: {', '.join(missing)} missing; run hyperclip_nb.meta_vqa.download_split_files({str(splits)!r})")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    templates = load_templates(splits/'prompt_meta.json')
+    train = load_split(splits/'meta_train.json', templates, 'meta_train')
+    if (splits/'meta_test.json').is_file():
+        test, rule = load_split(splits/'meta_test.json', templates, 'meta_test'), 'published meta_test.json'
+    else:
+        tr, te = _split_like_paper(train.tasks)
+        train, test = TaskSplit('meta_train', tr), TaskSplit('meta_test', te)
+        rule = "meta_train.json's tasks split 70/30 by method §9 step 6 (random.Random(2021) shuffle, first round(0.7 N) meta-train)"
+    kept = {name: select_rehearsal_tasks(s, tasks, seed) for name, s in (('meta_train', train), ('meta_test', test))}
+    as_obj = lambda ts: {t.question: t.to_json_obj() for t in ts}
+    questions = [t.question for ts in kept.values() for t in ts]
+    tpl, n_made = fill_templates(questions, templates)
+    counts = {t.question: dict(Counter(t.answers[y] for _, y in t.support + t.query)) for ts in kept.values() for t in ts}
+    ids = list(dict.fromkeys(i for ts in kept.values() for t in ts for i, _ in t.support + t.query))
+    info = {'name': 'metavqa', 'rehearsal': True, 'tasks_kept_per_split': tasks, 'seed': seed, 'meta_test_from': rule,
+            'split_files': {f.name: sha256_file(f) for f in sorted(splits.glob('*.json')) if f.name in METAVQA_FILES},
+            'templates_made_by_rules': n_made, 'images': len(ids), 'image_side': image_side,
+            'image_content': 'synthetic: coloured blocks drawn from the sha256 of the image id (no COCO pixels)'}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp'))
+    try:
+        write_metavqa_dataset(tmp, as_obj(kept['meta_train']), as_obj(kept['meta_test']), tpl, counts, info)
+        for sub in VQA_SUBSETS: (tmp/'images'/sub).mkdir(parents=True)
+        for i in progress(ids, desc='rehearsal images'):
+            m = re.fullmatch(r'COCO_(train2014|val2014)_\d{12}', i)
+            if m is None: raise DataError(f"{splits}: image id {i!r} is not a COCO file stem (COCO_<subset>_<12 digits>)")
+            (tmp/'images'/m.group(1)/f'{i}.jpg').write_bytes(rehearsal_image(i, image_side))
+        if out.exists(): out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    return info | {'tasks': {k: len(v) for k, v in kept.items()}}

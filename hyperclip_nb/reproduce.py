@@ -91,17 +91,19 @@ def episode_scores(run) -> tuple[dict, dict, dict]:
 
 def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, out:str|Path='runs/metashapes',
               data_root:str|None=None, clip:str|None=None, clip_pretrained:str='openai', methods:list|None=None,
-              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None, device:str|torch.device='auto') -> dict:
+              n_shot:bool=True, episodes:bool=True, overrides:dict|None=None, device:str|torch.device='auto',
+              schedule:str='full') -> dict:
     """Run every stage and method; write `out/results.json` and `out/results.md` (and the figures); return the results
     dict. `episodes`: also the N-way K-shot section of MetaDiff and its baselines (`11_metadiff`), key 'few_shot'.
     `overrides` {stage: preset}: stages taken from another preset (`stage_configs`), recorded in results.json.
-    `device`: where every stage runs ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'), recorded in results.json's versions."""
+    `device`: where every stage runs ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'), recorded in results.json's versions.
+    `schedule`: 'full' (the preset's training lengths) or 'smoke' (`schedule_configs`: a handful of steps, every size kept)."""
     device = resolve_device(device)   # before anything is written: a device this machine lacks stops the run here
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seeds: raise ConfigError("--seeds must be >= 1")
     out = check_out_dir(out)
-    cfgs = stage_configs(preset, dataset, overrides)
-    if clip: cfgs['clip'] = ClipConfig(model=clip, pretrained='' if clip == 'tiny' else clip_pretrained)
+    cfgs = stage_configs(preset, dataset, overrides, schedule)
+    if clip: cfgs['clip'] = ClipConfig(model=clip, pretrained='' if clip in ('tiny', REHEARSAL_CLIP) else clip_pretrained)
     names = methods or list(METHODS)
     if unknown := [m for m in names if m not in METHODS]:
         raise ConfigError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
@@ -142,7 +144,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
             for k, v in secs.items(): timings[f'few_shot.{k}'] = timings.get(f'few_shot.{k}', 0.) + v
         few = summarize_episodes(per_seed) | {'_episodes_per_k': few.get('_episodes', {})}
         timings['few_shot_episodes'] = time.perf_counter() - t0
-    res = {'dataset': dataset, 'config': preset, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
+    res = {'dataset': dataset, 'config': preset, 'schedule': schedule, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
            'calibration': calibration(results, chance(runs[seeds[0]].tasks('meta_test')).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in runs[seeds[0]].features().splits.items()},
