@@ -4,7 +4,7 @@
 
 # %% ../nbs/11b_pipeline.ipynb #cf70b46a
 from __future__ import annotations
-import time, shutil
+import os, time, shutil
 from dataclasses import dataclass
 from filelock import FileLock
 from pathlib import Path
@@ -24,7 +24,7 @@ from .clip_adapter import cached_oracle
 from .baselines import FilmModel, cached_uncond_multitask, cached_mnet_maml, cached_cond_multitask, cached_film
 
 # %% auto #0
-__all__ = ['MetaVQASource', 'vqa_features', 'dataset_features', 'Run']
+__all__ = ['METAVQA_ENV', 'MetaVQASource', 'vqa_features', 'dataset_features', 'Run', 'metavqa_run']
 
 # %% ../nbs/11b_pipeline.ipynb #e813b406
 @dataclass
@@ -208,3 +208,25 @@ class Run:
     def metadiff(self, K:int) -> tuple:
         "(denoiser, schedule) of MetaDiff for K shots, `11_metadiff`."
         return self._once(('metadiff', K), lambda: cached_metadiff(self.features(), self.cfgs['metadiff'], K)[:2])
+
+# %% ../nbs/11b_pipeline.ipynb #cc28df45
+METAVQA_ENV = 'HYPERCLIP_NB_METAVQA'   # the Meta-VQA data folder the notebooks' last cells build on
+
+def metavqa_run(seed:int=0, preset:str='paper', device:str|torch.device='auto') -> Run|None:
+    """The `Run` of the Meta-VQA folder named by `$HYPERCLIP_NB_METAVQA` under `preset` (the paper's sizes by default),
+    or None, after one line saying how to get the data, when the variable is not set. The CLIP comes from
+    `$HYPERCLIP_NB_METAVQA_CLIP` (default ViT-L-14-336) and `$HYPERCLIP_NB_METAVQA_PRETRAINED` (default openai; none for
+    `rehearsal-768`), the schedule from `$HYPERCLIP_NB_METAVQA_SCHEDULE` ('full' or 'smoke')."""
+    root = os.environ.get(METAVQA_ENV, '').strip()
+    if not root:
+        print(f"Meta-VQA is not configured: set {METAVQA_ENV}=DIR to a folder with the split files "
+              "(hyperclip_nb.meta_vqa.download_split_files(DIR)) and the COCO 2014 images, as README's 'Running on Meta-VQA' says")
+        return None
+    if not Path(root).expanduser().is_dir():
+        raise ConfigError(f"{METAVQA_ENV}={root}: not a folder; point it at a Meta-VQA data folder or unset it")
+    cfgs = stage_configs(preset, 'metavqa', schedule=os.environ.get('HYPERCLIP_NB_METAVQA_SCHEDULE', 'full'))
+    clip = os.environ.get('HYPERCLIP_NB_METAVQA_CLIP', '').strip()
+    if clip:
+        tag = '' if clip == REHEARSAL_CLIP else os.environ.get('HYPERCLIP_NB_METAVQA_PRETRAINED', 'openai')
+        cfgs['clip'] = ClipConfig(model=clip, pretrained=tag)
+    return Run(cfgs, seed, 'metavqa', str(Path(root).expanduser()), device=device)
