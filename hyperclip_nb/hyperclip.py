@@ -195,7 +195,7 @@ def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:F
         if lat.val_idx is None: raise ConfigError("hyperclip_zero_shot: `lat` has no validation tasks (val_idx); load it with cached_latents or cached_hvae_latents")
         S, val = choose_guide_steps(model, G, lat.z_init, feats, None, cfg, val_idx=lat.val_idx)
     else: S, val = cfg.guide_steps, None
-    tb = feats.tasks('meta_test')
-    z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
+    q = feats.question[feats.splits['meta_test'].question_row]             # the questions alone: no task is gathered
+    z, steps = guide(model, G, lat.z_init, q, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
     if log is not None: log.update(steps | {'guide_steps': S} | ({'val_acc': val} if val else {}))
     return z

@@ -69,7 +69,7 @@ def row_scores(run, name:str, n_shot:bool=True) -> tuple[dict, dict]:
     def build(bundle, out):
         set_seed(run.seed)
         zero = METHODS[name](run)
-        r = score(zero, run.tasks('meta_test'), seed=run.seed, n_shot=run.cfgs['adapter'] if n_shot else None, name=name)
+        r = score(zero, run.features(), seed=run.seed, n_shot=run.cfgs['adapter'] if n_shot else None, name=name)   # chunk by chunk
         save_tensors(out/'scores.safetensors', {k: r[k] for k in ('zero_shot', 'few_shot') if k in r})
         atomic_write_json(out/'scores.json', {'n_shot': r.get('n_shot'), 'info': dict(getattr(zero, 'info', None) or {})})
     art = load_or_build('scores', _score_key(run, ScoreSpec(name, n_shot)), build)
@@ -144,7 +144,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         timings['few_shot_episodes'] = time.perf_counter() - t0
     res = {'dataset': dataset, 'config': preset, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
-           'calibration': calibration(results, chance(runs[seeds[0]].tasks('meta_test')).mean().item()),
+           'calibration': calibration(results, (1 / (runs[seeds[0]].features().splits['meta_test'].prompts >= 0).sum(1).float()).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in runs[seeds[0]].features().splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
            'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
