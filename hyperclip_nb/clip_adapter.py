@@ -16,8 +16,8 @@ from .clip_features import TaskBatch, Features
 __all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'MAX_ROWS', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
            'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
            'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
-           'task_chunks', 'over_chunks', 'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch',
-           'n_shot_curve', 'cached_oracle']
+           'task_chunks', 'over_chunks', 'chunk_accuracy', 'zero_shot_clip', 'oracle_finetune', 'chance',
+           'n_shot_filter', 'n_shot_batch', 'n_shot_curve', 'cached_oracle']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -156,6 +156,14 @@ def over_chunks(fn, feats:Features, split:str='meta_test', idx:torch.Tensor|None
                 max_tasks:int=1024) -> torch.Tensor:
     "fn(tb, c) [len(c), ...] on each chunk c of `task_chunks` (tb = `feats.tasks(split, c)`, gathered then freed), concatenated in task order."
     return torch.cat([fn(feats.tasks(split, c), c) for c in task_chunks(feats, split, idx, max_rows, max_tasks)])
+
+def chunk_accuracy(decode, p:torch.Tensor, feats:Features, split:str='meta_test', idx:torch.Tensor|None=None,
+                   max_rows:int=MAX_ROWS) -> torch.Tensor:
+    "Query accuracy [len(idx)] of the weights decode(p) (p [len(idx), m], in the order of `idx`) on `split`'s tasks `idx`, chunk by chunk."
+    out, i = [], 0
+    for c in task_chunks(feats, split, idx, max_rows):
+        out.append(query_accuracy(decode(p[i:i + len(c)]), feats.tasks(split, c))); i += len(c)
+    return torch.cat(out)
 
 
 # %% ../nbs/04_clip_adapter.ipynb #a6779316

@@ -129,7 +129,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     for name in (n for n in SWEEP_SPACES if n in names):
         with timed(timings, f'guidance_sweep[{name}]'):
             sp = SWEEP_SPACES[name]
-            sweeps = [guidance_sweep(runs[s].hyperldm(sp), runs[s].generator(sp), runs[s].tasks(), GAMMAS, 50, s) for s in seeds]
+            sweeps = [guidance_sweep(runs[s].hyperldm(sp), runs[s].generator(sp), runs[s].features(), GAMMAS, 50, s) for s in seeds]
         stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
         results_sweep[name] = {g: st[0] for g, st in stats.items()}
         sweep_std[name] = {g: st[1] for g, st in stats.items()}
