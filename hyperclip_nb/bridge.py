@@ -112,10 +112,6 @@ class Bridge:
         out.bundle = self.bundle
         return out
 
-def _pooled(tb:TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    "Each task's pooled support ∪ query pairs: (x [B, S+Q, d], y [B, S+Q])."
-    return torch.cat([tb.xs, tb.xq], 1), torch.cat([tb.ys, tb.yq], 1)
-
 def bridge_loss(bridge:Bridge, x0:torch.Tensor, q:torch.Tensor, tb:TaskBatch, cfg:BridgeConfig,
                 generator:torch.Generator, stats:dict|None=None) -> torch.Tensor:
     "ε-MSE at t ~ U{0..T-1} with g computed at x_t on `tb`'s support and (q, g) dropped, drawn on x0's device.  x0: [B, k]; q: [B, d] -> scalar"
