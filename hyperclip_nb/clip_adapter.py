@@ -129,26 +129,27 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
     with torch.no_grad(): return query_accuracy(decode(finetune(p0, tb, steps, lr, 'sgd', decode=decode)), tb)
 
 # %% ../nbs/04_clip_adapter.ipynb #81b4f586
-MAX_ROWS = 2 ** 16   # the default row budget of a chunk of tasks: tasks × (longest support + longest query) in it
+MAX_ROWS = 2 ** 16   # the default budget of a chunk of tasks: tasks × (longest support + longest query + most answers)
 
 def task_chunks(feats:Features, split:str, idx:torch.Tensor|None=None, max_rows:int=MAX_ROWS,
                 max_tasks:int=1024) -> list[torch.Tensor]:
     """Consecutive pieces of the task positions `idx` of `split` (all its tasks when None), in their order, each as long
-    as it fits: at most `max_tasks` tasks, and its task count times its padded rows (the longest support plus the
-    longest query among them, what `Features.tasks` pads to) at most `max_rows` (a task longer than that alone is a
-    piece of its own). Memory then follows the budget, not the number of tasks; a split that fits is one piece."""
+    as it fits: at most `max_tasks` tasks, and its task count times its padded rows (the longest support, the longest
+    query and the most answers among them: what `Features.tasks` pads its pairs and prompts to) at most `max_rows`
+    (a task longer than that alone is a piece of its own). Memory then follows the budget, not the number of tasks;
+    a split that fits is one piece."""
     if max_rows < 1 or max_tasks < 1: raise ConfigError(f"task_chunks: max_rows={max_rows}, max_tasks={max_tasks}; both must be >= 1")
     if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
     s, dev = feats.splits[split], feats.device
     idx = (torch.arange(len(s.questions), device=dev) if idx is None
            else torch.as_tensor(idx, dtype=torch.long, device=dev).reshape(-1))
-    n_s, n_q = ((t[idx] >= 0).sum(1).tolist() for t in (s.support, s.query))   # each task's rows, read once to the host
-    out, start, S, Q = [], 0, 0, 0
-    for i, (a, b) in enumerate(zip(n_s, n_q)):
-        S2, Q2 = max(S, a), max(Q, b)
-        if i > start and ((i - start + 1) * (S2 + Q2) > max_rows or i - start == max_tasks):
-            out.append(idx[start:i]); start, S2, Q2 = i, a, b
-        S, Q = S2, Q2
+    sizes = zip(*((t[idx] >= 0).sum(1).tolist() for t in (s.support, s.query, s.prompts)))   # read once to the host
+    out, start, top = [], 0, (0, 0, 0)
+    for i, n in enumerate(sizes):
+        grown = tuple(map(max, top, n))                                          # the piece's padding with task i in it
+        if i > start and ((i - start + 1) * sum(grown) > max_rows or i - start == max_tasks):
+            out.append(idx[start:i]); start, grown = i, n
+        top = grown
     if len(idx): out.append(idx[start:])
     return out
 

@@ -87,7 +87,7 @@ class EpisodeSampler:
         self.pair = torch.full((B, A), -1, dtype=torch.long, device=s.prompts.device)   # [B, A] row of the target table
         have = s.prompts >= 0
         self.pair[have] = torch.arange(int(have.sum()), device=s.prompts.device)
-        self.target = self._targets(F.normalize(feats.image, dim=-1), have, max_rows)   # [pairs, d]
+        self.target = self._targets(feats.image, have, max_rows)             # [pairs, d]
 
     @staticmethod
     def _ragged(idx, y, A):
@@ -109,17 +109,18 @@ class EpisodeSampler:
     def _targets(self, img, have, max_rows):
         """w0 of every (task, answer) with one: the normalized sum of the normalized features of its support then query
         rows, each role padded to the split's longest run (the layout of a padded table, so that the sum is the same
-        bit for bit), in chunks of about `max_rows` rows of features gathered into one reused buffer."""
+        bit for bit), in chunks of about `max_rows` rows of features gathered into one reused buffer and normalized
+        there (row by row, as the whole table would be: no normalized copy of the table is made)."""
         tasks, a = torch.nonzero(have, as_tuple=True)
         L = sum(self.width); step = max(1, max_rows // L)
-        table = torch.cat([img, img.new_zeros(1, img.shape[1])])                # row -1 (padding) reads the zero row
         buf, out = img.new_empty(min(step, len(tasks)) * L, img.shape[1]), []
         for i in range(0, len(tasks), step):
             t, c = tasks[i:i + step], a[i:i + step]
             rows = torch.cat([self._runs(self.sup, self.sup_start, self.n_sup, self.width[0], t, c),
                               self._runs(self.qry, self.qry_start, self.n_qry, self.width[1], t, c)], -1)   # [M, L]
-            x = torch.index_select(table, 0, rows.flatten() % len(table), out=buf[:rows.numel()]).view(len(t), L, -1)
-            out.append(F.normalize(x.sum(1), dim=-1))
+            r = rows.flatten()
+            x = F.normalize(torch.index_select(img, 0, r.clamp(min=0), out=buf[:len(r)]), dim=-1)
+            out.append(F.normalize(x.masked_fill_((r < 0)[:, None], 0.).view(len(t), L, -1).sum(1), dim=-1))
         return torch.cat(out) if out else img.new_zeros(0, img.shape[1])
 
     def sample(self, n:int, generator=None, tasks:torch.Tensor|None=None) -> Episodes:
