@@ -14,7 +14,8 @@ from .core import *
 from .training import *
 from .configs import *
 from .clip_features import Features, TaskBatch
-from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten)
+from .clip_adapter import (adapter_size, random_adapter, support_loss, query_accuracy, task_ce, flatten, unflatten,
+                                       over_chunks)
 from .meta_learning import *
 
 # %% auto #0
@@ -27,11 +28,11 @@ __all__ = ['fit_uncond_multitask', 'eval_shared_weights', 'maml_meta_grad', 'mam
 def fit_uncond_multitask(feats:Features, cfg:MultitaskConfig) -> tuple[torch.Tensor, dict]:
     "Train one adapter θ [D] on the meta-train tasks' support sets (early-stopped on the validation tasks) on the features' device; returns (θ, history)."
     set_seed(cfg.seed); g = as_generator(cfg.seed, feats.device)
-    train = feats.tasks('meta_train')
     theta = random_adapter(1, feats.d, cfg.hidden, generator=g)[0].requires_grad_(True)
-    def log(epoch, hist):
+    def log(epoch, hist):   # the meta-train accuracy, scored chunk by chunk: the split is never one padded batch
         if (epoch + 1) % cfg.log_every == 0 or epoch == cfg.epochs - 1:
-            hist.setdefault('train_acc', []).append((epoch + 1, query_accuracy(theta.detach(), train).mean().item()))
+            acc = over_chunks(lambda tb, c: query_accuracy(theta.detach(), tb), feats, 'meta_train')
+            hist.setdefault('train_acc', []).append((epoch + 1, acc.mean().item()))
     hist = meta_train([theta], lambda tb, g: support_loss(theta, tb), feats, cfg, g, 'uncond_multitask',
                       on_epoch=log, val_score=lambda tb: query_accuracy(theta, tb).mean())
     return theta.detach(), hist

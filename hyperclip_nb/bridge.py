@@ -112,10 +112,6 @@ class Bridge:
         out.bundle = self.bundle
         return out
 
-def _pooled(tb:TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    "Each task's pooled support ∪ query pairs: (x [B, S+Q, d], y [B, S+Q])."
-    return torch.cat([tb.xs, tb.xq], 1), torch.cat([tb.ys, tb.yq], 1)
-
 def bridge_loss(bridge:Bridge, x0:torch.Tensor, q:torch.Tensor, tb:TaskBatch, cfg:BridgeConfig,
                 generator:torch.Generator, stats:dict|None=None) -> torch.Tensor:
     "ε-MSE at t ~ U{0..T-1} with g computed at x_t on `tb`'s support and (q, g) dropped, drawn on x0's device.  x0: [B, k]; q: [B, d] -> scalar"
@@ -128,14 +124,25 @@ def bridge_loss(bridge:Bridge, x0:torch.Tensor, q:torch.Tensor, tb:TaskBatch, cf
         for k_, v in (('q', dq), ('g', dg), ('both', dq & dg)): stats[k_] = stats.get(k_, 0) + int(v.sum())
     return ((noise - bridge.model(xt, t, q, g)) ** 2).mean()
 
+def _split_rows(feats:Features, split:str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled rows [B, S+Q], pooled labels [B, S+Q], prompt rows [B, A]) of every task of `split`: the index of the
+    split as one padded batch (`Features.tasks`' widths), with no feature gathered."""
+    s = feats.splits[split]
+    cut = lambda i: i[:, (i >= 0).any(0)]
+    keep_s, keep_q = (s.support >= 0).any(0), (s.query >= 0).any(0)
+    rows = torch.cat([s.support[:, keep_s], s.query[:, keep_q]], 1)
+    return rows, torch.cat([s.support_y[:, keep_s], s.query_y[:, keep_q]], 1), cut(s.prompts)
+
 def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig) -> tuple[Bridge, dict]:
-    "Train the bridge on the precomputed latents `lat` of generator G, on their device; returns (bridge, history)."
+    """Train the bridge on the precomputed latents `lat` of generator G, on their device; returns (bridge, history).
+    Each step gathers the features of its own tasks' drawn pairs only: the split is held as an index."""
     dev = lat.latents.device
     set_seed(cfg.seed); gen = as_generator(cfg.seed, dev)
     x0_all, q_all, mu, sigma = standardize(lat)                           # [P*N, k], [P*N, d]
     task = lat.task_ids.flatten()                                         # [P*N] positions in meta_train
-    tb_all = feats.tasks('meta_train')
-    xp, yp = _pooled(tb_all)
+    rp, yp, pr = _split_rows(feats, 'meta_train')                         # [B, S+Q] rows and labels, [B, A] prompt rows
+    qrow = feats.splits['meta_train'].question_row
+    gather = lambda table, i: table[i.clamp(min=0)] * (i >= 0).unsqueeze(-1)
     G = G.requires_grad_(False)
     with torch.device(dev): model = BridgeDenoiser(lat.k, feats.d, cfg.width, cfg.depth, cfg.temb, cfg.gate_hidden)
     bridge = Bridge(model, NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), mu, sigma, G, x0_all.abs().max().item())
@@ -144,10 +151,9 @@ def fit_bridge(feats:Features, lat:Latents, G:torch.nn.Module, cfg:BridgeConfig)
         rows = torch.randint(0, len(x0_all), (cfg.batch,), generator=gen, device=dev)
         b = task[rows]
         K = torch.randint(1, cfg.k_max + 1, (cfg.batch,), generator=gen, device=dev)
-        xs, ys = compact_support(xp[b], support_draw(yp[b], K, gen))   # only the drawn pairs: ~4x less adapter work
-        tb = dataclasses.replace(tb_all, xs=xs, ys=ys, xq=xs[:, :0], yq=ys[:, :0],
-                                 prompts=tb_all.prompts[b], answer_mask=tb_all.answer_mask[b], question=tb_all.question[b],
-                                 questions=[], families=[])
+        r, ys = compact_support(rp[b][..., None], support_draw(yp[b], K, gen))   # only the drawn pairs: ~4x less adapter work
+        xs = gather(feats.image, r[..., 0])
+        tb = TaskBatch(xs, ys, xs[:, :0], ys[:, :0], gather(feats.prompt, pr[b]), pr[b] >= 0, feats.question[qrow[b]], [], [])
         return rows, tb
     loss_fn = lambda batch: bridge_loss(bridge, x0_all[batch[0]], q_all[batch[0]], batch[1], cfg, gen, stats)
     log = train_loop(list(bridge.model.parameters()), loss_fn, Draws(cfg.steps, draw), stage='bridge', lr=cfg.lr,

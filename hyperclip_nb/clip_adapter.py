@@ -13,11 +13,11 @@ from .configs import *
 from .clip_features import TaskBatch, Features
 
 # %% auto #0
-__all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
+__all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'MAX_ROWS', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
            'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
            'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
-           'zero_shot_clip', 'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve',
-           'cached_oracle']
+           'task_chunks', 'over_chunks', 'chunk_accuracy', 'zero_shot_clip', 'oracle_finetune', 'chance',
+           'n_shot_filter', 'n_shot_batch', 'n_shot_curve', 'cached_oracle']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -127,15 +127,55 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
     decode = decode or (lambda p: p)
     with torch.no_grad(): return query_accuracy(decode(finetune(p0, tb, steps, lr, 'sgd', decode=decode)), tb)
 
+# %% ../nbs/04_clip_adapter.ipynb #81b4f586
+MAX_ROWS = 2 ** 16   # the default budget of a chunk of tasks: tasks × (longest support + longest query + most answers)
+
+def task_chunks(feats:Features, split:str, idx:torch.Tensor|None=None, max_rows:int=MAX_ROWS,
+                max_tasks:int=1024) -> list[torch.Tensor]:
+    """Consecutive pieces of the task positions `idx` of `split` (all its tasks when None), in their order, each as long
+    as it fits: at most `max_tasks` tasks, and its task count times its padded rows (the longest support, the longest
+    query and the most answers among them: what `Features.tasks` pads its pairs and prompts to) at most `max_rows`
+    (a task longer than that alone is a piece of its own). Memory then follows the budget, not the number of tasks;
+    a split that fits is one piece."""
+    if max_rows < 1 or max_tasks < 1: raise ConfigError(f"task_chunks: max_rows={max_rows}, max_tasks={max_tasks}; both must be >= 1")
+    if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
+    s, dev = feats.splits[split], feats.device
+    idx = (torch.arange(len(s.questions), device=dev) if idx is None
+           else torch.as_tensor(idx, dtype=torch.long, device=dev).reshape(-1))
+    sizes = zip(*((t[idx] >= 0).sum(1).tolist() for t in (s.support, s.query, s.prompts)))   # read once to the host
+    out, start, top = [], 0, (0, 0, 0)
+    for i, n in enumerate(sizes):
+        grown = tuple(map(max, top, n))                                          # the piece's padding with task i in it
+        if i > start and ((i - start + 1) * sum(grown) > max_rows or i - start == max_tasks):
+            out.append(idx[start:i]); start, grown = i, n
+        top = grown
+    if len(idx): out.append(idx[start:])
+    return out
+
+def over_chunks(fn, feats:Features, split:str='meta_test', idx:torch.Tensor|None=None, max_rows:int=MAX_ROWS,
+                max_tasks:int=1024) -> torch.Tensor:
+    "fn(tb, c) [len(c), ...] on each chunk c of `task_chunks` (tb = `feats.tasks(split, c)`, gathered then freed), concatenated in task order."
+    return torch.cat([fn(feats.tasks(split, c), c) for c in task_chunks(feats, split, idx, max_rows, max_tasks)])
+
+def chunk_accuracy(decode, p:torch.Tensor, feats:Features, split:str='meta_test', idx:torch.Tensor|None=None,
+                   max_rows:int=MAX_ROWS) -> torch.Tensor:
+    "Query accuracy [len(idx)] of the weights decode(p) (p [len(idx), m], in the order of `idx`) on `split`'s tasks `idx`, chunk by chunk."
+    out, i = [], 0
+    for c in task_chunks(feats, split, idx, max_rows):
+        out.append(query_accuracy(decode(p[i:i + len(c)]), feats.tasks(split, c))); i += len(c)
+    return torch.cat(out)
+
+
 # %% ../nbs/04_clip_adapter.ipynb #a6779316
 def zero_shot_clip(tb:TaskBatch) -> torch.Tensor:
     "Query accuracy [B] of zero-shot CLIP (the identity adapter)."
     d = tb.d
     return query_accuracy(identity_adapter(len(tb), d, 1, generator=0, device=tb.xs.device), tb)
 
-def oracle_finetune(tb:TaskBatch, cfg:AdapterConfig, seed:int=0, stats:dict|None=None) -> torch.Tensor:
-    "Query accuracy [B] after fine-tuning an identity adapter on each task's support set."
-    W0 = identity_adapter(len(tb), tb.d, cfg.hidden, generator=seed, device=tb.xs.device)
+def oracle_finetune(tb:TaskBatch, cfg:AdapterConfig, seed:int=0, stats:dict|None=None, W0:torch.Tensor|None=None) -> torch.Tensor:
+    """Query accuracy [B] after fine-tuning an identity adapter on each task's support set (drawn with `seed`, or the
+    rows `W0` [B, D] of a draw made for more tasks: a chunk of them)."""
+    if W0 is None: W0 = identity_adapter(len(tb), tb.d, cfg.hidden, generator=seed, device=tb.xs.device)
     W = finetune(W0, tb, cfg.oracle_steps, cfg.oracle_lr, cfg.oracle_optimizer, stats=stats)
     return query_accuracy(W, tb)
 
@@ -166,33 +206,47 @@ def n_shot_batch(tb:TaskBatch, n:int, kept:torch.Tensor, tasks:torch.Tensor, gen
     return TaskBatch(tb.xs[t], ys[t], tb.xq[t], yq[t], tb.prompts[t], tb.answer_mask[t], tb.question[t],
                      [tb.questions[j] for j in t.tolist()], [tb.families[j] for j in t.tolist()])
 
-def n_shot_curve(p0:torch.Tensor, tb:TaskBatch, decode=None, n_max:int=5, redraws:int=5, seed:int=0) -> dict:
+def _parts(tb, max_rows:int) -> list:
+    "[(load, idx)]: a `TaskBatch` as one part (idx None), or `Features` as its meta-test chunks (`task_chunks`), each loaded when used."
+    if isinstance(tb, TaskBatch): return [(lambda: tb, None)]
+    return [(lambda c=c: tb.tasks('meta_test', c), c) for c in task_chunks(tb, 'meta_test', max_rows=max_rows)]
+
+def n_shot_curve(p0:torch.Tensor, tb, decode=None, n_max:int=5, redraws:int=5, seed:int=0, max_rows:int=MAX_ROWS) -> dict:
     """Query accuracy after the section 8 fine-tuning on n = 0..n_max support pairs per answer, from each task's
-    zero-shot parameter p0 ([B, m], or a shared [m]) mapped to weights by `decode`: mean and std over redraws."""
+    zero-shot parameter p0 ([B, m], or a shared [m]) mapped to weights by `decode`: mean and std over redraws.
+    `tb`: a `TaskBatch`, or `Features` whose meta-test tasks are taken chunk by chunk (`task_chunks` at `max_rows`;
+    the draws are the same as in one batch: every redraw walks the chunks in task order)."""
     decode = decode or (lambda p: p)
-    kept, tasks = n_shot_filter(tb, n_max)
-    if len(tasks) == 0: return {'n': [], 'mean': [], 'std': [], 'n_tasks': 0}
-    p = p0[tasks] if p0.ndim == 2 else p0
-    g = as_generator(seed, tb.ys.device)
+    parts = []
+    for load, c in _parts(tb, max_rows):
+        t = load(); kept, tasks = n_shot_filter(t, n_max)
+        if len(tasks): parts.append((load, kept, tasks, (p0 if c is None else p0[c])[tasks] if p0.ndim == 2 else p0))
+    if not parts: return {'n': [], 'mean': [], 'std': [], 'n_tasks': 0}
+    g = as_generator(seed, parts[0][1].device)
     rows = []
     for n in range(n_max + 1):
         accs = []
         for r in range(redraws if n else 1):
-            sub = n_shot_batch(tb, n, kept, tasks, g)
-            with torch.no_grad(): acc = query_accuracy(decode(p), sub) if n == 0 else few_shot_accuracy(p, sub, decode)
-            accs.append(acc.mean().item())
+            acc = []
+            for load, kept, tasks, p in parts:
+                sub = n_shot_batch(load(), n, kept, tasks, g)
+                with torch.no_grad(): acc.append(query_accuracy(decode(p), sub) if n == 0 else few_shot_accuracy(p, sub, decode))
+            accs.append(torch.cat(acc).mean().item())
         rows.append((float(np.mean(accs)), float(np.std(accs))))
-    return {'n': list(range(n_max + 1)), 'mean': [m for m, _ in rows], 'std': [s for _, s in rows], 'n_tasks': len(tasks)}
+    return {'n': list(range(n_max + 1)), 'mean': [m for m, _ in rows], 'std': [s for _, s in rows],
+            'n_tasks': sum(len(t) for _, _, t, _ in parts)}
 
 # %% ../nbs/04_clip_adapter.ipynb #8a9c8207
 def cached_oracle(feats:Features, cfg:AdapterConfig, seed:int=0) -> torch.Tensor:
     """The oracle reference row: per-task query accuracy [N_test] of `oracle_finetune` on the meta-test tasks of `feats`
     (identity adapter drawn with `seed`), computed once, then loaded onto the features' device. Its key, the features'
-    key plus `adapter=cfg.replace(seed=seed)`, rides on the tensor (`acc.bundle`)."""
+    key plus `adapter=cfg.replace(seed=seed)`, rides on the tensor (`acc.bundle`). The tasks are fine-tuned in chunks
+    (`task_chunks`), so memory does not grow with their number."""
     key = built_key(feats, 'the features').extend(adapter=cfg.replace(seed=seed))
     def build(bundle, out):
         t0 = time.perf_counter()
-        acc = oracle_finetune(feats.tasks('meta_test'), cfg, seed=seed)
+        W0 = identity_adapter(len(feats.splits['meta_test'].questions), feats.d, cfg.hidden, generator=seed, device=feats.device)
+        acc = over_chunks(lambda tb, c: oracle_finetune(tb, cfg, W0=W0[c]), feats, 'meta_test')   # one draw, tuned chunk by chunk
         save_tensors(out/'accuracy.safetensors', {'accuracy': acc})
         return {'seconds': time.perf_counter() - t0, 'mean_accuracy': acc.mean().item()}
     path = load_or_build('oracle', key, build).file('accuracy.safetensors')

@@ -13,7 +13,7 @@ from .configs import *
 from . import meta_shapes as ms
 from .clip_features import Features
 from .clip_adapter import (zero_shot_clip, oracle_finetune, chance, identity_adapter, few_shot_accuracy,
-                                       query_accuracy, n_shot_curve)
+                                       query_accuracy, n_shot_curve, over_chunks, MAX_ROWS)
 from .baselines import fit_uncond_multitask, fit_mnet_maml, fit_cond_multitask, fit_cond_multitask_film
 from .hyperclip import hyperclip_zero_shot, task_classification
 from .hyperldm import hyperldm_zero_shot, GAMMAS, ETAS
@@ -86,34 +86,44 @@ def zero_shot_accuracy(out, tb, name:str='method') -> torch.Tensor:
         raise FloatingPointError(f"{name}: its zero-shot weights contain NaN or inf; lower that stage's learning rate and rerun")
     return query_accuracy(W, tb)
 
-def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method') -> dict:
-    "Per-task zero-shot and few-shot accuracy [B] of a method's output on `tb`, and its n-shot curve if `n_shot` gives N_max and R."
-    res = {'zero_shot': zero_shot_accuracy(out, tb, name)}
-    if isinstance(out, torch.Tensor): return res                      # a reference row: zero-shot only
+def score(out, tb, seed:int=0, n_shot:AdapterConfig|None=None, name:str='method', max_rows:int=MAX_ROWS) -> dict:
+    """Per-task zero-shot and few-shot accuracy [B] of a method's output on `tb`, and its n-shot curve if `n_shot` gives N_max and R.
+    `tb`: the tasks as one `TaskBatch`, or `Features` whose meta-test tasks are scored chunk by chunk (`task_chunks` at
+    `max_rows`; the per-task results are concatenated in task order), so memory does not grow with their number."""
+    if isinstance(out, torch.Tensor): return {'zero_shot': zero_shot_accuracy(out, tb, name)}   # a reference row: zero-shot only
+    each = ((lambda fn: over_chunks(fn, tb, 'meta_test', max_rows=max_rows)) if isinstance(tb, Features)
+            else (lambda fn: fn(tb, None)))
     p0 = out.p0.detach()
-    res['few_shot'] = few_shot_accuracy(p0, tb, out.decode)
-    if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed)
+    rows = lambda p, c: p if c is None or p.ndim == 1 else p[c]            # a chunk's own starts (a shared one as is)
+    res = {'zero_shot': each(lambda t, c: zero_shot_accuracy(ZeroShot(rows(out.p0, c), out.decode), t, name))}
+    res['few_shot'] = each(lambda t, c: few_shot_accuracy(rows(p0, c), t, out.decode))
+    if n_shot: res['n_shot'] = n_shot_curve(p0, tb, out.decode, n_shot.n_shot_max, n_shot.n_shot_redraws, seed=seed, max_rows=max_rows)
     return res
 
+def _questions(run, split:str='meta_test') -> torch.Tensor:
+    "The question embeddings [B, d] of `split`'s tasks, read from the index: no task's pairs are gathered."
+    f = run.features(); return f.question[f.splits[split].question_row]
+
 def _zero_shot_clip(run):
-    tb = run.tasks()
-    return ZeroShot(identity_adapter(len(tb), tb.d, run.cfgs['adapter'].hidden, generator=as_generator(run.seed, tb.xs.device)))
+    f = run.features()
+    return ZeroShot(identity_adapter(len(f.splits['meta_test'].questions), f.d, run.cfgs['adapter'].hidden,
+                                     generator=as_generator(run.seed, f.device)))
 def _oracle(run): return run.oracle()
 def _uncond_multitask(run): return ZeroShot(run.uncond_multitask())
 def _uncond_mnet_maml(run): return ZeroShot(run.mnet_maml())
 
 def _cond_multitask(run):
     H = run.cond_multitask()
-    with torch.no_grad(): return ZeroShot(H(run.tasks().question))
+    with torch.no_grad(): return ZeroShot(H(_questions(run)))
 
 def _cond_multitask_film(run):
     model = run.film()
-    with torch.no_grad(): return ZeroShot(model.film(run.tasks().question), model.decode)
+    with torch.no_grad(): return ZeroShot(model.film(_questions(run)), model.decode)
 
 def _hnet_maml(conditional):
     def method(run):
         model = run.hnet(conditional)
-        with torch.no_grad(): return ZeroShot(model.init_latent(run.tasks().question), model.G)
+        with torch.no_grad(): return ZeroShot(model.init_latent(_questions(run)), model.G)
     return method
 
 def _uncond_hvae(run):
@@ -125,7 +135,7 @@ def _hyperclip(space):
         log, hc, lat, decode = {}, run.hyperclip(space), run.latents(space), run.generator(space)
         z = hyperclip_zero_shot(hc, decode, lat, run.features(), run.cfgs['hyperclip'], log=log, choose_steps=True)
         cls = {f'task_cls_{s}': task_classification(hc, decode, z_or, q, seed=run.seed) for s, z_or, q in
-               (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, run.tasks().question))
+               (('meta_train', lat.oracle_meta_train, lat.question), ('meta_test', lat.oracle_meta_test, _questions(run)))
                if len(q) >= 10}   # the 10-way diagnostic needs 10 tasks; a split with fewer (a small rehearsal) has none
         return ZeroShot(z, decode, {'guide_steps': log['guide_steps']} | cls)
     return method

@@ -14,7 +14,7 @@ from .core import *
 from .training import check_finite, train_loop
 from .configs import *
 from .clip_features import Features, TaskBatch
-from .clip_adapter import adapter_size, query_accuracy, clip_rows_
+from .clip_adapter import adapter_size, query_accuracy, clip_rows_, chunk_accuracy
 from .meta_learning import weight_generator, validation_split
 from .hypernet import HNetConfig, PrecomputeConfig, Latents
 from .hvae import SPACES
@@ -116,7 +116,7 @@ def guide(model:HyperClip, G:torch.nn.Module,
           z_init:torch.Tensor,     # [k] shared start (z0 or z_init^HVAE), or [B, k]
           question:torch.Tensor,   # [B, d] the new tasks' question embeddings
           steps:int=50, lr:float=1e-3, lam:float=0.0, max_norm:float=10.0,
-          tb:TaskBatch|None=None   # if given, the query accuracy is logged per step (never used in the update)
+          tb=None                  # a TaskBatch (or a function z -> accuracy [B]): the query accuracy is logged per step (never used in the update)
          ) -> tuple[torch.Tensor, dict]:
     "Algorithm 11: Adam on each task's z against −cos(E_ψ(G(z)), q) + λ/2 ‖z − z_init‖², G and E_ψ frozen; (z [B, k], log)."
     model.eval()
@@ -132,7 +132,7 @@ def guide(model:HyperClip, G:torch.nn.Module,
             if s < steps: g, = torch.autograd.grad(loss.sum(), z)                            # row b: task b's gradient
         log['loss'].append(loss.mean().item()); log['cos'].append(cos.mean().item())
         if tb is not None:
-            with torch.no_grad(): log['acc'].append(query_accuracy(G(z), tb).mean().item())
+            with torch.no_grad(): log['acc'].append((tb(z) if callable(tb) else query_accuracy(G(z), tb)).mean().item())
         if s == steps: break
         clip_rows_(g, max_norm); z.grad = g; opt.step()
     return z.detach(), log
@@ -181,8 +181,9 @@ def choose_guide_steps(model:HyperClip, G:torch.nn.Module, z_init:torch.Tensor, 
     `val_idx` (the latents' `val_idx`) when given, else those `validation_split` holds out at `val_frac`."""
     if val_idx is None: val_idx = validation_split(len(feats.splits['meta_train'].questions), val_frac, device=feats.device)[1]
     if len(val_idx) == 0: raise ConfigError("choosing S needs validation tasks: set PrecomputeConfig.val_frac > 0")
-    tb = feats.tasks('meta_train', val_idx)
-    _, log = guide(model, G, z_init, tb.question, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=tb)
+    q = feats.question[feats.splits['meta_train'].question_row[val_idx]]
+    acc = lambda z: chunk_accuracy(G, z, feats, 'meta_train', val_idx)      # scored chunk by chunk
+    _, log = guide(model, G, z_init, q, cfg.guide_steps, cfg.guide_lr, cfg.guide_lam, cfg.max_norm, tb=acc)
     return int(np.argmax(log['acc'])), log['acc']
 
 def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:Features, cfg:HyperClipConfig,
@@ -195,7 +196,7 @@ def hyperclip_zero_shot(model:HyperClip, G:torch.nn.Module, lat:Latents, feats:F
         if lat.val_idx is None: raise ConfigError("hyperclip_zero_shot: `lat` has no validation tasks (val_idx); load it with cached_latents or cached_hvae_latents")
         S, val = choose_guide_steps(model, G, lat.z_init, feats, None, cfg, val_idx=lat.val_idx)
     else: S, val = cfg.guide_steps, None
-    tb = feats.tasks('meta_test')
-    z, steps = guide(model, G, lat.z_init, tb.question, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
+    q = feats.question[feats.splits['meta_test'].question_row]             # the questions alone: no task is gathered
+    z, steps = guide(model, G, lat.z_init, q, S, cfg.guide_lr, cfg.guide_lam, cfg.max_norm)
     if log is not None: log.update(steps | {'guide_steps': S} | ({'val_acc': val} if val else {}))
     return z

@@ -10,7 +10,7 @@ import torch
 from .core import *
 from .configs import *
 from .clip_features import Features
-from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy
+from .clip_adapter import query_accuracy, adapter_logits, logits_accuracy, chunk_accuracy
 from .hypernet import Latents
 from .hypernet import pca_2d
 import numpy as np
@@ -101,10 +101,10 @@ def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_idx:tor
     """(γ*, {γ: accuracy}): the guidance scale whose samples (DDIM noise η) score best (mean query accuracy, ties to the
     smaller γ) on the validation tasks `val_idx`, the meta-train tasks that `precompute_latents` left out (`ldm.val_idx`)."""
     if len(val_idx) == 0: raise ConfigError("choosing γ needs validation tasks: set PrecomputeConfig.val_frac > 0, or pass g")
-    tb = feats.tasks('meta_train', val_idx)
+    q = feats.question[feats.splits['meta_train'].question_row[val_idx]]
     with torch.no_grad():
-        acc = {float(g): query_accuracy(G(z), tb).mean().item()
-               for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed, eta).items()}
+        acc = {float(g): chunk_accuracy(G, z, feats, 'meta_train', val_idx).mean().item()
+               for g, z in ldm.sample_sweep(q, gammas, steps, seed, eta).items()}
     return max(acc, key=acc.get), acc
 
 def choose_sampler(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_idx:torch.Tensor, gammas=GAMMAS, etas=ETAS,
@@ -131,16 +131,19 @@ def hyperldm_zero_shot(ldm:HyperLDM, G:torch.nn.Module, feats:Features, g:float|
                                      ETAS if eta is None else (eta,), steps, seed + 1000)
     if log is not None:
         log.update({'gamma': float(g), 'eta': float(eta)} | ({'val_acc': val[eta], 'val_acc_by_eta': val} if val else {}))
-    return ldm.sample(feats.tasks('meta_test').question, g, steps, seed, eta)
+    return ldm.sample(feats.question[feats.splits['meta_test'].question_row], g, steps, seed, eta)
 
 
 # %% ../nbs/10_hyperldm.ipynb #eb591ee1
 def guidance_sweep(ldm:HyperLDM, G:torch.nn.Module, tb, gammas=GAMMAS, steps:int|None=50, seed:int=0) -> dict:
     """{γ: zero-shot accuracy on the tasks `tb`} of HyperLDM for every guidance scale, sampled in one batched call
     (`HyperLDM.sample_sweep`) and decoded by the space's generator G: a report of how classifier-free guidance acts,
-    never used to pick γ (the rows choose γ on validation tasks, `choose_sampler`)."""
+    never used to pick γ (the rows choose γ on validation tasks, `choose_sampler`). `tb`: a `TaskBatch`, or `Features`
+    whose meta-test tasks are decoded and scored chunk by chunk (`task_chunks`)."""
+    if isinstance(tb, Features): q, acc = tb.question[tb.splits['meta_test'].question_row], lambda z: chunk_accuracy(G, z, tb, 'meta_test')
+    else: q, acc = tb.question, lambda z: query_accuracy(G(z), tb)
     with torch.no_grad():
-        return {g: query_accuracy(G(z), tb).mean().item() for g, z in ldm.sample_sweep(tb.question, gammas, steps, seed).items()}
+        return {g: acc(z).mean().item() for g, z in ldm.sample_sweep(q, gammas, steps, seed).items()}
 
 # %% ../nbs/10_hyperldm.ipynb #8d9986e1
 def compare_samplers(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., steps:int=50, draws:int=5, seed:int=0,

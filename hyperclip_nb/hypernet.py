@@ -16,7 +16,7 @@ from torch.func import grad, vmap, functional_call
 from .core import *
 from .configs import *
 from .clip_features import Features, TaskBatch
-from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy
+from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy, task_chunks, over_chunks, MAX_ROWS
 from .meta_learning import (weight_generator, meta_batches, meta_train, draw_steps, task_loss, clip_norm,
                                         split_roles, synthetic_tasks, validation_split, TASK_DIMS)
 from .meta_shapes_v1 import FAMILY_BY_NAME
@@ -178,13 +178,16 @@ def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False, devi
     return model.eval()
 
 # %% ../nbs/06_hypernet.ipynb #84a9b66f
-def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator) -> TaskBatch:
-    "The batch with each task's support set replaced by a random ceil(f·n) of its n pooled pairs, f ~ U[min_frac, 1] (others -1)."
+def random_subsets(tb:TaskBatch, min_frac:float, generator:torch.Generator,
+                   draws:tuple[torch.Tensor, torch.Tensor]|None=None) -> TaskBatch:
+    """The batch with each task's support set replaced by a random ceil(f·n) of its n pooled pairs, f ~ U[min_frac, 1] (others -1).
+    `draws` (f [B], scores [B, S+Q]) replaces the draws, e.g. a chunk's share of draws made for a larger batch."""
     x, y = torch.cat([tb.xs, tb.xq], 1), torch.cat([tb.ys, tb.yq], 1)     # pooled pairs [B, S+Q, d], [B, S+Q]
     n, g = (y >= 0).sum(1), as_generator(generator, y.device)            # the generator must live with the tasks
-    f = min_frac + (1 - min_frac) * torch.rand(len(tb), generator=g, device=g.device)
+    if draws is None: draws = (torch.rand(len(tb), generator=g, device=g.device), torch.rand(y.shape, generator=g, device=g.device))
+    f = min_frac + (1 - min_frac) * draws[0]
     keep = torch.ceil(f * n).long()                                         # subset sizes [B]
-    score = torch.rand(y.shape, generator=g, device=g.device).masked_fill(y < 0, 2.0)  # padding ranks last
+    score = draws[1].masked_fill(y < 0, 2.0)                                # padding ranks last
     rank = score.argsort(1).argsort(1)                                       # a random order of each task's pairs
     return dataclasses.replace(tb, xs=x, ys=torch.where(rank < keep[:, None], y, -1))
 
@@ -247,22 +250,33 @@ def val_tasks(feats:Features, pre:PrecomputeConfig) -> torch.Tensor:
 
 def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, k] → weights [B, D]
                        z_init:torch.Tensor,     # [k] the start of every fine-tuning
-                       feats:Features, cfg:PrecomputeConfig, chunk:int=1024) -> Latents:
+                       feats:Features, cfg:PrecomputeConfig, chunk:int=1024, max_rows:int=MAX_ROWS) -> Latents:
     """Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both
     splits. The validation tasks (`validation_split` at `cfg.val_frac`) are left out of the passes, so no model trained
-    on these latents has seen them; they are the result's `val_idx`. Runs on the features' device."""
+    on these latents has seen them; they are the result's `val_idx`. Runs on the features' device.
+    Tasks are fine-tuned in chunks, in the pass's order (`task_chunks`): at most `chunk` tasks and `max_rows` padded
+    rows each, so memory follows the budget, not the number of tasks. The random subsets are drawn for the whole pass
+    as if it were one padded batch and shared out to the chunks, so every chunking draws the same subsets; where a
+    pass fits in one chunk (every Meta-Shapes world) nothing differs at all. The budget is therefore not part of the
+    cached latents' key."""
     dev = feats.device
     g = as_generator(cfg.seed, dev)
     tune = lambda tb: latent_finetune(G, z_init, tb, cfg.steps, cfg.lr, cfg.max_norm)
     fit_idx, val_idx = validation_split(len(feats.splits['meta_train'].questions), cfg.val_frac, device=dev)
+    sp = feats.splits['meta_train']
     lat, ids = [], []
     for p in progress(range(cfg.passes), desc='precompute'):
         perm = fit_idx[torch.randperm(len(fit_idx), generator=g, device=g.device)]
-        lat.append(torch.cat([tune(random_subsets(feats.tasks('meta_train', c), cfg.min_frac, g)) for c in perm.split(chunk)]))
-        ids.append(perm)
-    oracle = {s: torch.cat([tune(feats.tasks(s, c)) for c in torch.arange(len(feats.splits[s].questions), device=dev).split(chunk)])
-              for s in ('meta_train', 'meta_test')}
-    return Latents(torch.stack(lat), torch.stack(ids), feats.tasks('meta_train').question, oracle['meta_train'],
+        S, Q = (int((t[perm] >= 0).sum(1).max()) for t in (sp.support, sp.query))   # the pass as one padded batch
+        f, score = torch.rand(len(perm), generator=g, device=dev), torch.rand(len(perm), S + Q, generator=g, device=dev)
+        out, i = [], 0
+        for c in task_chunks(feats, 'meta_train', perm, max_rows, chunk):   # each chunk takes its share of the pass's draws
+            tb = feats.tasks('meta_train', c); j = i + len(c); Sc, Qc = tb.xs.shape[1], tb.xq.shape[1]
+            out.append(tune(random_subsets(tb, cfg.min_frac, g, (f[i:j], torch.cat([score[i:j, :Sc], score[i:j, S:S + Qc]], 1)))))
+            i = j
+        lat.append(torch.cat(out)); ids.append(perm)
+    oracle = {s: over_chunks(lambda tb, c: tune(tb), feats, s, max_rows=max_rows, max_tasks=chunk) for s in ('meta_train', 'meta_test')}
+    return Latents(torch.stack(lat), torch.stack(ids), feats.question[sp.question_row], oracle['meta_train'],
                    oracle['meta_test'], z_init.detach().clone(), val_idx)
 
 # %% ../nbs/06_hypernet.ipynb #5d4d287b

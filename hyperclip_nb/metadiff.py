@@ -14,7 +14,7 @@ from .core import *
 from .configs import *
 from .clip_features import Features, TaskBatch, metashapes_features
 from .clip_adapter import (finetune, query_accuracy, logits_accuracy, identity_adapter, adapter_size,
-                                       FEW_SHOT_STEPS, FEW_SHOT_LR)
+                                       FEW_SHOT_STEPS, FEW_SHOT_LR, MAX_ROWS)
 from .training import Draws, train_loop, ema_update_
 from .baselines import maml_meta_grad, random_adapter, MamlConfig
 from .diffusion import NoiseSchedule, linear_betas, q_sample, ddpm_step, ddim_step, ddim_timesteps, timestep_embedding
@@ -65,34 +65,63 @@ class Episodes:
 class EpisodeSampler:
     """Draws N-way K-shot episodes from one split's tasks: a task's answers are its classes. Eligible answers have
     ≥ K support and ≥ 1 query pair; N = min(ways, #eligible); tasks with < 2 eligible answers are never drawn.
-    Everything lives on the features' device, where the episodes are drawn (a generator must be there)."""
-    def __init__(self, feats:Features, split:str, K:int, ways:int=5, queries:int=15):
+    The split is indexed once, raggedly: every (task, answer) gets the run of its support rows and of its query rows in
+    one flat list (start and count per pair, [B, A]) and one target row; nothing of size tasks × answers × pairs exists.
+    Only the drawn episodes' features are gathered. Everything lives on the features' device, where the episodes are
+    drawn (a generator must be there)."""
+    def __init__(self, feats:Features, split:str, K:int, ways:int=5, queries:int=15, max_rows:int=MAX_ROWS):
         if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
         if K < 1: raise ConfigError(f"K={K}: need at least one support pair per class")
         s = feats.splits[split]
         self.feats, self.split, self.K, self.ways, self.queries = feats, split, K, ways, queries
         B, A = s.prompts.shape
-        self.sup, self.n_sup = self._by_answer(s.support, s.support_y, A)   # [B, A, S'] rows, [B, A] counts
-        self.qry, self.n_qry = self._by_answer(s.query, s.query_y, A)
+        self.sup, self.sup_start, self.n_sup = self._ragged(s.support, s.support_y, A)   # flat rows, [B, A] starts, counts
+        self.qry, self.qry_start, self.n_qry = self._ragged(s.query, s.query_y, A)
+        self.width = (max(1, int(self.n_sup.max())), max(1, int(self.n_qry.max())))      # the longest run of each role
         self.prompt_rows = s.prompts                                        # [B, A]
         self.eligible = (self.n_sup >= K) & (self.n_qry >= 1) & (s.prompts >= 0)
         self.tasks = torch.nonzero(self.eligible.sum(1) >= 2).flatten()     # the tasks episodes come from
         if len(self.tasks) == 0:
             raise DataError(f"no {split} task has 2 answers with >= K={K} support pairs (most: {int(self.n_sup.max())}); "
                             f"lower K")
-        img = F.normalize(feats.image, dim=-1)
-        rows = torch.cat([self.sup, self.qry], 2)                           # every pair of the task, by answer
-        tot = (img[rows.clamp(min=0)] * (rows >= 0)[..., None]).sum(2)      # [B, A, d]
-        self.target = F.normalize(tot, dim=-1)                              # w0: the task-level population mean
+        self.pair = torch.full((B, A), -1, dtype=torch.long, device=s.prompts.device)   # [B, A] row of the target table
+        have = s.prompts >= 0
+        self.pair[have] = torch.arange(int(have.sum()), device=s.prompts.device)
+        self.target = self._targets(feats.image, have, max_rows)             # [pairs, d]
 
     @staticmethod
-    def _by_answer(idx, y, A):
-        "Rows [B, S] with labels [B, S] → rows grouped by answer [B, A, S] (-1 pad, valid first) and counts [B, A]."
-        hit = (y[:, None, :] == torch.arange(A, device=y.device)[None, :, None])   # [B, A, S]
-        order = (~hit).to(torch.int8).argsort(dim=-1, stable=True)              # valid positions first, in order
-        rows = torch.where(hit, idx[:, None, :], -1).gather(-1, order)
-        n = hit.sum(-1)
-        return rows[..., :max(1, int(n.max()))], n
+    def _ragged(idx, y, A):
+        """Rows [B, S] with labels [B, S] → (flat rows grouped by (task, answer), each group in the task's order;
+        starts [B, A]; counts [B, A])."""
+        B = len(y)
+        key = (torch.arange(B, device=y.device)[:, None] * A + y)[y >= 0]        # (task, answer) of every valid pair, task by task
+        order = key.argsort(stable=True)
+        n = torch.bincount(key, minlength=B * A).view(B, A)
+        return idx[y >= 0][order], (n.flatten().cumsum(0) - n.flatten()).view(B, A), n
+
+    @staticmethod
+    def _runs(flat, start, count, width, tasks, a):
+        "Rows [..., width] of the runs at (tasks, a) (broadcast together) of a ragged index, -1 beyond each run's count."
+        pos = torch.arange(width, device=flat.device)
+        r0, n = start[tasks, a], count[tasks, a]
+        return torch.where(pos < n[..., None], flat[(r0[..., None] + pos).clamp(max=max(len(flat) - 1, 0))], -1)
+
+    def _targets(self, img, have, max_rows):
+        """w0 of every (task, answer) with one: the normalized sum of the normalized features of its support then query
+        rows, each role padded to the split's longest run (the layout of a padded table, so that the sum is the same
+        bit for bit), in chunks of about `max_rows` rows of features gathered into one reused buffer and normalized
+        there (row by row, as the whole table would be: no normalized copy of the table is made)."""
+        tasks, a = torch.nonzero(have, as_tuple=True)
+        L = sum(self.width); step = max(1, max_rows // L)
+        buf, out = img.new_empty(min(step, len(tasks)) * L, img.shape[1]), []
+        for i in range(0, len(tasks), step):
+            t, c = tasks[i:i + step], a[i:i + step]
+            rows = torch.cat([self._runs(self.sup, self.sup_start, self.n_sup, self.width[0], t, c),
+                              self._runs(self.qry, self.qry_start, self.n_qry, self.width[1], t, c)], -1)   # [M, L]
+            r = rows.flatten()
+            x = F.normalize(torch.index_select(img, 0, r.clamp(min=0), out=buf[:len(r)]), dim=-1)
+            out.append(F.normalize(x.masked_fill_((r < 0)[:, None], 0.).view(len(t), L, -1).sum(1), dim=-1))
+        return torch.cat(out) if out else img.new_zeros(0, img.shape[1])
 
     def sample(self, n:int, generator=None, tasks:torch.Tensor|None=None) -> Episodes:
         "n episodes; their tasks are `tasks` [n] (positions in the split) or drawn uniformly among eligible ones."
@@ -106,15 +135,15 @@ class EpisodeSampler:
         class_mask = torch.arange(N, device=dev) < self.eligible[tasks].sum(1, keepdim=True).clamp(max=self.ways)
         answer = answer.masked_fill(~class_mask, -1)
         a = answer.clamp(min=0)
-        def pick(table, count, k):   # k random entries of each class's row list: [n, N, k] rows, [n, N, k] valid
-            rows = table[tasks[:, None], a]                                   # [n, N, S']
-            key = torch.rand(rows.shape, generator=g, device=dev).masked_fill(rows < 0, -1.)
-            k = min(k, rows.shape[-1])
-            sel = key.topk(k, dim=-1).indices
-            r = rows.gather(-1, sel)
+        def pick(flat, start, count, width, k):   # k random entries of each class's run: [n, N, k] rows, [n, N, k] valid
+            r0, cnt = start[tasks[:, None], a][..., None], count[tasks[:, None], a][..., None]   # [n, N, 1]
+            key = torch.rand((n, N, width), generator=g, device=dev)         # one key per slot of the longest run
+            key = key.masked_fill(torch.arange(width, device=dev) >= cnt, -1.)
+            sel = key.topk(min(k, width), dim=-1).indices                    # positions in the run, largest keys first
+            r = torch.where(sel < cnt, flat[(r0 + sel).clamp(max=max(len(flat) - 1, 0))], -1)
             return r, (r >= 0) & class_mask[..., None]
-        s_rows, s_ok = pick(self.sup, self.n_sup, self.K)
-        q_rows, q_ok = pick(self.qry, self.n_qry, self.queries)
+        s_rows, s_ok = pick(self.sup, self.sup_start, self.n_sup, self.width[0], self.K)
+        q_rows, q_ok = pick(self.qry, self.qry_start, self.n_qry, self.width[1], self.queries)
         s_rows = s_rows.masked_fill(~s_ok, -1)
         q_rows = q_rows.masked_fill(~q_ok, -1).flatten(1)                    # [n, N, Qc] -> [n, N·Qc]
         yq = torch.arange(N, device=dev)[None, :, None].expand(n, N, q_ok.shape[-1]).flatten(1).masked_fill(q_rows < 0, -1)
@@ -122,7 +151,7 @@ class EpisodeSampler:
         gather = lambda r: img[r.clamp(min=0)] * (r >= 0)[..., None]
         prow = self.prompt_rows[tasks[:, None], a]
         s = self.feats.splits[self.split]
-        return Episodes(gather(s_rows), gather(q_rows), yq, self.target[tasks[:, None], a] * class_mask[..., None],
+        return Episodes(gather(s_rows), gather(q_rows), yq, self.target[self.pair[tasks[:, None], a]] * class_mask[..., None],
                         self.feats.prompt[prow.clamp(min=0)] * class_mask[..., None], class_mask,
                         self.feats.question[s.question_row[tasks]], tasks, answer, s_rows, q_rows,
                         [s.questions[j] for j in tasks.tolist()], [s.families[j] for j in tasks.tolist()])

@@ -69,7 +69,7 @@ def row_scores(run, name:str, n_shot:bool=True) -> tuple[dict, dict]:
     def build(bundle, out):
         set_seed(run.seed)
         zero = METHODS[name](run)
-        r = score(zero, run.tasks('meta_test'), seed=run.seed, n_shot=run.cfgs['adapter'] if n_shot else None, name=name)
+        r = score(zero, run.features(), seed=run.seed, n_shot=run.cfgs['adapter'] if n_shot else None, name=name)   # chunk by chunk
         save_tensors(out/'scores.safetensors', {k: r[k] for k in ('zero_shot', 'few_shot') if k in r})
         atomic_write_json(out/'scores.json', {'n_shot': r.get('n_shot'), 'info': dict(getattr(zero, 'info', None) or {})})
     art = load_or_build('scores', _score_key(run, ScoreSpec(name, n_shot)), build)
@@ -131,7 +131,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
     for name in (n for n in SWEEP_SPACES if n in names):
         with timed(timings, f'guidance_sweep[{name}]'):
             sp = SWEEP_SPACES[name]
-            sweeps = [guidance_sweep(runs[s].hyperldm(sp), runs[s].generator(sp), runs[s].tasks(), GAMMAS, 50, s) for s in seeds]
+            sweeps = [guidance_sweep(runs[s].hyperldm(sp), runs[s].generator(sp), runs[s].features(), GAMMAS, 50, s) for s in seeds]
         stats = {str(g): _mean_std([sw[g] for sw in sweeps]) for g in sweeps[0]}
         results_sweep[name] = {g: st[0] for g, st in stats.items()}
         sweep_std[name] = {g: st[1] for g, st in stats.items()}
@@ -146,7 +146,7 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
         timings['few_shot_episodes'] = time.perf_counter() - t0
     res = {'dataset': dataset, 'config': preset, 'schedule': schedule, 'overrides': dict(overrides or {}), 'seeds': seeds, 'methods': results, 'timings_s': timings,
            'guidance_sweep': results_sweep, 'guidance_sweep_std': sweep_std, 'few_shot': few,
-           'calibration': calibration(results, chance(runs[seeds[0]].tasks('meta_test')).mean().item()),
+           'calibration': calibration(results, (1 / (runs[seeds[0]].features().splits['meta_test'].prompts >= 0).sum(1).float()).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in runs[seeds[0]].features().splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
            'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
