@@ -13,11 +13,11 @@ from .configs import *
 from .clip_features import TaskBatch, Features
 
 # %% auto #0
-__all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'MAX_ROWS', 'adapter_size', 'hidden_size', 'unflatten', 'flatten',
-           'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy', 'support_loss',
-           'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune', 'few_shot_accuracy',
-           'task_chunks', 'over_chunks', 'chunk_accuracy', 'zero_shot_clip', 'oracle_finetune', 'chance',
-           'n_shot_filter', 'n_shot_batch', 'n_shot_curve', 'cached_oracle']
+__all__ = ['LOGIT_SCALE', 'FEW_SHOT_STEPS', 'FEW_SHOT_LR', 'MAX_ROWS', 'MAX_TASK_FLOATS', 'adapter_size', 'hidden_size',
+           'unflatten', 'flatten', 'adapter_features', 'adapter_logits', 'task_ce', 'logits_accuracy', 'task_accuracy',
+           'support_loss', 'query_accuracy', 'random_adapter', 'identity_adapter', 'clip_rows_', 'finetune',
+           'few_shot_accuracy', 'default_max_tasks', 'task_chunks', 'over_chunks', 'chunk_accuracy', 'zero_shot_clip',
+           'oracle_finetune', 'chance', 'n_shot_filter', 'n_shot_batch', 'n_shot_curve', 'cached_oracle']
 
 # %% ../nbs/04_clip_adapter.ipynb #82404876
 def adapter_size(d:int, h:int) -> int:
@@ -129,14 +129,22 @@ def few_shot_accuracy(p0:torch.Tensor, tb:TaskBatch, decode=None, steps:int=FEW_
 
 # %% ../nbs/04_clip_adapter.ipynb #81b4f586
 MAX_ROWS = 2 ** 16   # the default budget of a chunk of tasks: tasks × (longest support + longest query + most answers)
+MAX_TASK_FLOATS = 2 ** 26   # and of the per-task weights a chunk holds, counted as 2·d² floats a task (an adapter of hidden ≤ d)
+
+def default_max_tasks(d:int) -> int:
+    """Tasks per chunk when the caller names no limit: each task of a chunk carries adapter weights and their optimizer
+    state, about 2·d·h floats with h ≤ d, so the cap falls with the feature width: 1024 at d = 64 (every Meta-Shapes
+    split in one chunk), 56 at d = 768 (Meta-VQA: about 90 MB per copy of the paper's D = 394,240 weights)."""
+    return max(1, min(1024, MAX_TASK_FLOATS // (2 * d * d)))
 
 def task_chunks(feats:Features, split:str, idx:torch.Tensor|None=None, max_rows:int=MAX_ROWS,
-                max_tasks:int=1024) -> list[torch.Tensor]:
+                max_tasks:int|None=None) -> list[torch.Tensor]:
     """Consecutive pieces of the task positions `idx` of `split` (all its tasks when None), in their order, each as long
     as it fits: at most `max_tasks` tasks, and its task count times its padded rows (the longest support, the longest
     query and the most answers among them: what `Features.tasks` pads its pairs and prompts to) at most `max_rows`
     (a task longer than that alone is a piece of its own). Memory then follows the budget, not the number of tasks;
     a split that fits is one piece."""
+    max_tasks = default_max_tasks(feats.d) if max_tasks is None else max_tasks
     if max_rows < 1 or max_tasks < 1: raise ConfigError(f"task_chunks: max_rows={max_rows}, max_tasks={max_tasks}; both must be >= 1")
     if split not in feats.splits: raise DataError(f"unknown split {split!r}; have {list(feats.splits)}")
     s, dev = feats.splits[split], feats.device
@@ -153,7 +161,7 @@ def task_chunks(feats:Features, split:str, idx:torch.Tensor|None=None, max_rows:
     return out
 
 def over_chunks(fn, feats:Features, split:str='meta_test', idx:torch.Tensor|None=None, max_rows:int=MAX_ROWS,
-                max_tasks:int=1024) -> torch.Tensor:
+                max_tasks:int|None=None) -> torch.Tensor:
     "fn(tb, c) [len(c), ...] on each chunk c of `task_chunks` (tb = `feats.tasks(split, c)`, gathered then freed), concatenated in task order."
     return torch.cat([fn(feats.tasks(split, c), c) for c in task_chunks(feats, split, idx, max_rows, max_tasks)])
 

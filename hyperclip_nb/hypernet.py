@@ -250,11 +250,11 @@ def val_tasks(feats:Features, pre:PrecomputeConfig) -> torch.Tensor:
 
 def precompute_latents(G:torch.nn.Module,       # frozen generator: latents [B, k] → weights [B, D]
                        z_init:torch.Tensor,     # [k] the start of every fine-tuning
-                       feats:Features, cfg:PrecomputeConfig, chunk:int=1024, max_rows:int=MAX_ROWS) -> Latents:
+                       feats:Features, cfg:PrecomputeConfig, chunk:int|None=None, max_rows:int=MAX_ROWS) -> Latents:
     """Fine-tune z_init on P random-subset passes over the meta-train tasks, plus support-only oracle latents for both
     splits. The validation tasks (`validation_split` at `cfg.val_frac`) are left out of the passes, so no model trained
     on these latents has seen them; they are the result's `val_idx`. Runs on the features' device.
-    Tasks are fine-tuned in chunks, in the pass's order (`task_chunks`): at most `chunk` tasks and `max_rows` padded
+    Tasks are fine-tuned in chunks, in the pass's order (`task_chunks`): at most `chunk` tasks (default: `default_max_tasks` of the feature width) and `max_rows` padded
     rows each, so memory follows the budget, not the number of tasks. The random subsets are drawn for the whole pass
     as if it were one padded batch and shared out to the chunks, so every chunking draws the same subsets; where a
     pass fits in one chunk (every Meta-Shapes world) nothing differs at all. The budget is therefore not part of the
