@@ -4,6 +4,8 @@
 
 # %% ../nbs/13_cli.ipynb #95878a43
 from __future__ import annotations
+# Over 300 lines for a reason: one parser and one short function per command (data, reproduce, compare, bench,
+# gpu-check, features), all held to the same contract: bad input is one line and a non-zero exit.
 import argparse, os, shutil, sys, tempfile, traceback
 from pathlib import Path
 from .core import *
@@ -202,7 +204,7 @@ def cmd_bench(args) -> int:
     if 'ddim' not in skip: rows['ddim_vs_ancestral'] = _bench_ddim(repeats, device)
     if 'memory' not in skip: rows['maml_vs_metadiff_memory'] = bench_memory()
     if 'batching' not in skip:
-        from hyperclip_nb.meta_learning import bench_batching
+        from hyperclip_nb.scale import bench_batching
         rows['batching_by_size_vs_random'] = bench_batching(Path(split_file).expanduser(), repeats=args.repeats or 1, device=device)
     print('| measurement | fast | reference | ratio | note |\n|---|---|---|---|---|')
     if r := rows.get('maml_vmap_vs_loop'):

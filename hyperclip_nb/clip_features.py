@@ -150,8 +150,9 @@ def _image_batches(model, ds:MetaDataset, image_ids:list[str], batches:list[list
                                          num_workers=workers, collate_fn=_collate, pin_memory=dev.type == 'cuda',
                                          prefetch_factor=4 if workers else None)
     total = sum(map(len, batches)) + done if total is None else total
+    with torch.device('cpu'): it = iter(loader)   # the loader's own seed tensor is host-side by design: make it on the CPU
     with progress(total=total, initial=done, desc=desc, unit='images') as bar:
-        for x in loader:
+        for x in it:
             if isinstance(x, _Unreadable):
                 raise DataError(f"{x.message}; it is an image of {_task_of(ds, x.image_id)}; replace the file (re-download or unzip it again) and rerun")
             with torch.no_grad(), ctx: f = model.encode_image(normalize_images(x.to(dev, non_blocking=True))).float().cpu()

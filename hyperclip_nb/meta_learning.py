@@ -14,8 +14,7 @@ from .clip_adapter import task_ce
 
 # %% auto #0
 __all__ = ['TASK_DIMS', 'size_bins', 'task_sizes', 'meta_batches', 'real_fraction', 'validation_split', 'meta_train', 'task_loss',
-           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'synthetic_tasks', 'weight_generator',
-           'bench_batching']
+           'clip_norm', 'inner_loop', 'draw_steps', 'split_roles', 'synthetic_tasks', 'weight_generator']
 
 # %% ../nbs/04a_meta_learning.ipynb #6fd0d5dd
 _HALF_OCTAVES = sorted({round(2 ** (k / 2)) for k in range(64)})   # 1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, ...
@@ -143,97 +142,3 @@ def weight_generator(n_in:int, n_out:int, width:int=128, depth:int=3) -> torch.n
     for m in layers + [out]:
         if isinstance(m, torch.nn.Linear): torch.nn.init.zeros_(m.bias)
     return torch.nn.Sequential(*layers, out)
-
-# %% ../nbs/04a_meta_learning.ipynb #b7746237
-def _sized_features(n_support:list, n_query:list, n_answers:list, d:int=768, n_images:int=4096, seed:int=0,
-                    device:str|torch.device='cpu', dtype:torch.dtype=torch.float32) -> Features:
-    """Features of one split, 'meta_train', whose tasks have the given support, query and answer counts, with seeded
-    random tables (`n_images` image rows shared by all tasks) on `device`: a split's shapes without its images."""
-    g = as_generator(seed, device); dev = g.device
-    ns, nq, na = (torch.tensor(v, dtype=torch.long, device=dev) for v in (n_support, n_query, n_answers))
-    B = len(ns)
-    def rows(n, high):   # [B, max n] random rows below `high`, -1 beyond each task's n
-        r = torch.randint(0, high, (B, int(n.max())), generator=g, device=dev)
-        return r.masked_fill(torch.arange(r.shape[1], device=dev) >= n[:, None], -1)
-    label = lambda r: torch.where(r >= 0, r % na[:, None], -1)
-    si, qi = rows(ns, n_images), rows(nq, n_images)
-    start = na.cumsum(0) - na
-    p = start[:, None] + torch.arange(int(na.max()), device=dev)
-    pi = p.masked_fill(torch.arange(p.shape[1], device=dev) >= na[:, None], -1)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype, device=dev)
-    split = SplitIndex([f'task {i}' for i in range(B)], [None] * B, si, label(rows(ns, 1 << 30).masked_fill(si < 0, -1)),
-                       qi, label(rows(nq, 1 << 30).masked_fill(qi < 0, -1)), pi, torch.arange(B, device=dev))
-    return Features(r(n_images, d), r(B, d), r(int(na.sum()), d), [f'image {i}' for i in range(n_images)],
-                    {'meta_train': split}, {'dataset': 'shapes only', 'd': d})
-
-def _epoch_meta_grads(model, feats:Features, batches:list, n_steps:torch.Tensor, cfg) -> tuple[dict, list]:
-    """(Σ over `batches` of len(batch) · the HNet meta-gradient of the batch, i.e. the sum of its tasks' meta-gradients;
-    the seconds of each meta-step, the gather of its padded batch included). `n_steps` [n]: each task's inner steps."""
-    from hyperclip_nb.hypernet import hnet_meta_grad
-    sync = (lambda: torch.cuda.synchronize(feats.device)) if feats.device.type == 'cuda' else (lambda: None)
-    total, secs = {}, []
-    for idx in batches:
-        t0 = time.perf_counter()
-        grads, _ = hnet_meta_grad(model, feats.tasks('meta_train', idx), n_steps[idx], cfg.inner_steps[1], cfg.inner_lr,
-                                  cfg.max_norm, cfg.second_order, cfg.roles)
-        sync(); secs.append(time.perf_counter() - t0)
-        for k, v in grads.items(): total[k] = total[k] + len(idx) * v if k in total else len(idx) * v
-    return total, secs
-
-def bench_batching(split, cfg=None, n_batches:int=4, repeats:int=1, epochs:int=20, seed:int=0,
-                   device:str|torch.device='cpu', d:int=768) -> dict:
-    """HNet meta-steps (`HNetConfig.paper()` by default) on a split's shapes (`split`: a split file such as Meta-VQA's
-    `meta_train.json`, or a loaded `TaskSplit`), random padded batches against `meta_batches` by size, side by side:
-    real-row fractions over `epochs` epochs of the whole split; one timed epoch (best of `repeats`) over a seeded
-    sample of `n_batches` meta-batches of its training tasks, with the largest difference of the two layouts' summed
-    meta-gradients; and the whole epoch's time estimated from the timed steps."""
-    from hyperclip_nb.hypernet import HNet
-    from hyperclip_nb.tasks import load_split
-    from hyperclip_nb.configs import HNetConfig
-    cfg = cfg or HNetConfig.paper()
-    split = split if hasattr(split, 'tasks') else load_split(split)
-    fit = validation_split(len(split), cfg.val_frac)[0].tolist()
-    S, Q, A = (torch.tensor(v) for v in zip(*[(len(split[i].support), len(split[i].query), split[i].n_answers) for i in fit]))
-    B, dev = cfg.meta_batch, torch.device(device)
-    if n_batches * B > len(fit): raise ConfigError(f"n_batches={n_batches} meta-batches of {B} need {n_batches * B} tasks; the split has {len(fit)} training tasks")
-    frac, epoch0 = {}, {}
-    for e in range(epochs):
-        lay = {'random': meta_batches(len(fit), B, as_generator(seed + e)), 'by_size': meta_batches(len(fit), B, as_generator(seed + e), S + Q)}
-        if e == 0: epoch0 = lay
-        for name, bt in lay.items():
-            for part, x in (('support', S), ('query', Q)): frac.setdefault(f'{name}_{part}', []).append(real_fraction(bt, x))
-    frac = {k: sum(v) / len(v) for k, v in frac.items()}
-    pick = torch.randperm(len(fit), generator=as_generator(seed)).narrow(0, 0, n_batches * B).sort().values
-    feats = _sized_features(S[pick].tolist(), Q[pick].tolist(), A[pick].tolist(), d, seed=seed, device=dev)
-    n_steps = draw_steps(cfg.inner_steps, len(pick), as_generator(seed, dev))     # a task's count, whatever its batch
-    sizes = task_sizes(feats)
-    lay = {'random': meta_batches(len(pick), B, as_generator(seed + 1, dev)),
-           'by_size': meta_batches(len(pick), B, as_generator(seed + 1, dev), sizes)}
-    torch.manual_seed(seed)
-    with torch.device(dev): model = HNet(d, cfg)
-    if dev.type != 'cpu':   # a GPU's first step pays for its kernels' set-up: warm up untimed (on the CPU a step is seconds)
-        _epoch_meta_grads(model, feats, [min(lay['by_size'], key=lambda b: int(sizes[b].max()))], n_steps, cfg)
-    secs, grads = {}, {}
-    for _ in progress(range(repeats), desc='batching bench'):
-        for name, bt in lay.items():
-            grads[name], s = _epoch_meta_grads(model, feats, bt, n_steps, cfg)
-            if name not in secs or sum(s) < sum(secs[name]): secs[name] = s
-    diff = max((grads['random'][k] - grads['by_size'][k]).abs().max().item() for k in grads['random'])
-    scale = max(v.abs().max().item() for v in grads['random'].values())
-    # a whole epoch: seconds per task fitted as a + c · (padded support + query rows), summed over an epoch's batches
-    s_n, q_n = (feats.splits['meta_train'].support >= 0).sum(1), (feats.splits['meta_train'].query >= 0).sum(1)
-    pad = lambda bt, s, q: torch.tensor([float(s[b].max() + q[b].max()) for b in bt], dtype=torch.float64)
-    x = torch.cat([pad(lay[n], s_n, q_n) for n in lay])
-    y = torch.tensor([t / len(b) for n in lay for t, b in zip(secs[n], lay[n])], dtype=torch.float64)
-    c = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum().clamp(min=1e-12))
-    a = float(y.mean()) - c * float(x.mean())
-    whole = {n: sum(len(b) * (a + c * float(S[b].max() + Q[b].max())) for b in bt) for n, bt in epoch0.items()}
-    t_r, t_b = sum(secs['random']), sum(secs['by_size'])
-    return {'what': f"HNet meta-steps, D={model.n_weights}, d={d}, {B} tasks per batch, inner steps {cfg.inner_steps}, "
-                    f"on the shapes of {len(fit)} training tasks ({n_batches} batches timed)",
-            'seconds_random': t_r, 'seconds_by_size': t_b, 'speedup': t_r / t_b,
-            'steps_random_s': secs['random'], 'steps_by_size_s': secs['by_size'],
-            'sample_fraction_random': real_fraction(lay['random'], s_n), 'sample_fraction_by_size': real_fraction(lay['by_size'], s_n),
-            'epoch_fraction': frac, 'epoch_seconds_estimate': whole, 'epoch_speedup_estimate': whole['random'] / whole['by_size'],
-            'seconds_per_task': a, 'seconds_per_task_row': c,
-            'max_abs_diff': diff, 'max_abs_grad': scale, 'threads': torch.get_num_threads(), 'device': str(dev)}
