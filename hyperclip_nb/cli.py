@@ -277,7 +277,7 @@ def _part_and_device(args) -> tuple[tuple[int, int], 'torch.device']:
 
 def cmd_features(args) -> int:
     "Extract one dataset's features (one part of them with --shard) into the cache; print where they are."
-    from hyperclip_nb.configs import ClipConfig, stage_configs
+    from hyperclip_nb.configs import ClipConfig, REHEARSAL_CLIP, stage_configs
     part, device = _part_and_device(args)   # a bad --shard or device: one line, nothing written
     if args.dataset == 'metashapes':
         if args.data_root or args.clip or part != (0, 1):
@@ -295,7 +295,7 @@ def cmd_features(args) -> int:
     if not root.is_dir(): raise UsageError(f"--data-root {root}: no such folder")
     from hyperclip_nb.clip_features import SHARD_SIZE
     from hyperclip_nb.pipeline import vqa_features
-    r = vqa_features(root, ClipConfig(model=args.clip, pretrained=args.clip_pretrained), device, part, args.batch_size,
+    r = vqa_features(root, ClipConfig(model=args.clip, pretrained='' if args.clip == REHEARSAL_CLIP else args.clip_pretrained), device, part, args.batch_size,
                      args.workers, args.shard_size or SHARD_SIZE)
     done = f"part {part[0]}/{part[1]}: encoded {len(r['encoded'])} shard(s), found {len(r['reused'])} on disk"
     if r['path'] is None:
