@@ -7,7 +7,7 @@ episodes included, through the real Meta-VQA loader on 768-d features.
 CI runs it twice: with `--config tiny` (about 15 s on 2 cores) and at the paper's sizes (`--config paper`: D = 394,240,
 a 101 M-parameter HVAE, T = 1000 MetaDiff; about 2 to 5 minutes on 2 cores, 3.6 GB peak), so that a change that
 breaks the real path at the real sizes fails CI."""
-import json, os
+import json
 import pytest
 from hyperclip_nb.cli import main
 from hyperclip_nb.core import atomic_write_json
