@@ -11,7 +11,7 @@ from .core import *
 from .meta_shapes import MetaShapesConfig
 
 # %% auto #0
-__all__ = ['DATASETS', 'SEEDED', 'RUN_SCHEDULES', 'SMOKE', 'stage_configs', 'seed_configs', 'schedule_configs', 'REHEARSAL_CLIP', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig']
+__all__ = ['DATASETS', 'SEEDED', 'RUN_SCHEDULES', 'SMOKE', 'stage_configs', 'seed_configs', 'schedule_configs', 'REHEARSAL_CLIP', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'VAL_METRICS', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig']
 
 # %% ../nbs/01a_configs.ipynb #1d2ae768
 DATASETS = ('metashapes', 'metavqa')
@@ -237,6 +237,8 @@ class FilmConfig(CondMultitaskConfig):
     "Conditional multitask FiLM (Algorithm 6, our design): the fields and presets of Algorithm 5; `width` is the FiLM net's."
 
 # %% ../nbs/06_hypernet.ipynb #b2eae454
+VAL_METRICS = ('adapted', 'zero_shot')   # what an HNet's early stopping scores on the validation tasks
+
 @dataclass
 class HNetConfig(ConfigBase):
     "The HNet: a generator G_φ from a latent to adapter weights, meta-learned by latent-only MAML (Algorithms 4 and 7)."
@@ -253,10 +255,16 @@ class HNetConfig(ConfigBase):
     max_norm: float = 10.0         # clip of every gradient, inner and outer, before the step [paper]
     val_frac: float = 0.1          # meta-train tasks held out for early stopping [method §2.1, ours]; 0: none
     val_every: int = 5             # epochs between validation scores
+    val_metric: str = 'adapted'    # the checkpoint kept: best validation query accuracy 'adapted' (after the inner loop
+                                   # on the support set, what latent MAML optimises) or 'zero_shot' (of the start G(z0)) [ours]
     seed: int = 0
     def validate(self):
+        for f, what in (('latent', 'the latent width k, e.g. 32 or 128'), ('epochs', 'the cap on meta-epochs, e.g. 10 or 50')):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: self._fail(f, f'must be a positive integer: {what}')
         self.check_positive('latent', 'hidden', 'width', 'epochs', 'meta_batch', 'lr', 'inner_lr', 'max_norm', 'val_every')
         self.check_range('val_frac', 0, 1, hi_open=True)
+        self.check_choice('val_metric', list(VAL_METRICS))
         check_inner_steps(self)
         self.check_choice('roles', ['support_query', 'query_support'])
     @classmethod
@@ -343,7 +351,7 @@ class DiffusionConfig(ConfigBase):
     "A conditional ε-prediction diffusion model with classifier-free training (Algorithm 12)."
     schedule: str = 'scaled_linear'   # 'linear' (β linear), 'scaled_linear' (sqrt β linear, the release's "linear"), 'cosine'
     T: int = 350                      # diffusion steps [paper]; the release's cosine used 1000
-    width: int = 128                  # denoiser width [release]
+    width: int = 512                  # denoiser width [ours; release: 128, too narrow for a 128-d latent, see 10_hyperldm]
     depth: int = 2                    # hidden Linear-LayerNorm-ReLU blocks [release]
     temb: int = 100                   # timestep embedding size [release]
     steps: int = 20000                # optimizer steps [paper: 1000 epochs]
@@ -352,9 +360,11 @@ class DiffusionConfig(ConfigBase):
     p_uncond: float = 0.2             # condition dropout for CFG [paper]; the release had it off
     max_norm: float = 10.0            # gradient clip before the step [paper]
     ema: float = 0.0                  # EMA decay of the sampling weights; 0: no EMA [ours, optional]
+    coords: str = 'pca'               # HyperLDM's coordinates: 'pca' whitened principal components [ours]; 'dim' each dimension standardized [release]
     seed: int = 0
     def validate(self):
         self.check_choice('schedule', list(SCHEDULE_NAMES))
+        self.check_choice('coords', ['pca', 'dim'])
         self.check_positive('T', 'width', 'depth', 'temb', 'steps', 'batch', 'lr', 'max_norm')
         if self.temb % 2: self._fail('temb', "must be even (cos and sin halves)")
         self.check_range('p_uncond', 0, 1, hi_open=True)

@@ -4,6 +4,8 @@
 
 # %% ../nbs/12a_diagnostics.ipynb #f396b6b7
 from __future__ import annotations
+import json, time
+from pathlib import Path
 import numpy as np
 import torch
 from .core import *
@@ -12,12 +14,15 @@ from .clip_adapter import query_accuracy, finetune
 from .configs import *
 from .hypernet import Latents
 from .hyperldm import sample_ensemble
+from .hypernet import cached_hnet
+from .reproduce import row_scores
 from .pipeline import Run
 from .evaluation import METHODS, task_kinds, per_kind, zero_shot_accuracy
 
 # %% auto #0
-__all__ = ['REFERENCE_ROWS', 'regress_latents', 'shortfall', 'shortfall_table', 'shortfall_report', 'shortfall_markdown',
-           'plot_shortfall']
+__all__ = ['REFERENCE_ROWS', 'ABLATION_ROWS', 'ABLATION_REFS', 'ABLATION_COLUMNS', 'regress_latents', 'shortfall',
+           'shortfall_table', 'shortfall_report', 'shortfall_markdown', 'plot_shortfall', 'ablation_cell',
+           'hnet_ablation', 'ablation_stats', 'ablation_markdown', 'plot_ablation']
 
 # %% ../nbs/12a_diagnostics.ipynb #3399bf32
 def regress_latents(lat:Latents, seed:int=0, steps:int=4000, width:int=256, batch:int=128, lr:float=1e-3):
@@ -111,3 +116,131 @@ def plot_shortfall(rep:dict, rows=None, ax=None):
     ax.set_xticks(range(len(cols)), [f'{c}\n({n[c]} tasks)' for c in cols])
     ax.set(ylabel='meta-test accuracy (%)', title=f"where the zero-shot rows lose to the oracle ({rep['preset']}, seeds {rep['seeds']})")
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1)); plt.tight_layout(); return ax
+
+# %% ../nbs/12a_diagnostics.ipynb #423bdcb0
+ABLATION_ROWS = ('uncond_hnet_maml', 'cond_hnet_maml', 'hnet_hyperclip', 'hnet_hyperldm', 'uncond_hvae', 'hvae_hyperclip',
+                 'hvae_hyperldm')                        # the HNet's rows and those built on it, scored in each cell
+ABLATION_REFS = ('cond_multitask', 'oracle_finetune')    # the lines the cells are read against (no HNet in them)
+
+def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_ROWS, adam_steps:int=300,
+                  dataset:str='metashapes', data_root:str|None=None, ldm_variants:dict|None=None) -> dict:
+    """One cell of the HNet ablation: the `preset`'s stages with an HNet of latent width `latent` trained for at most
+    `epochs` meta-epochs (its checkpoint chosen by `HNetConfig.val_metric`), seed `seed`. Returns {'zero_shot': {row:
+    mean meta-test accuracy}, 'few_shot': {row: the same after the few-shot SGD} for `rows` and `ABLATION_REFS`, plus
+    'G(z0)', 'latent ceiling' (G of each test task's support-fitted latent) and, with `adam_steps`, that ceiling
+    fine-tuned further with Adam; 'info': the HNet's kept epoch and the rows' choices; 'seconds': wall time of the cell}.
+    `ldm_variants` {name: {DiffusionConfig field: value}}: HyperLDM is also trained with those fields changed, giving
+    rows 'hnet_hyperldm[name]' and 'val.hnet_hyperldm[name]' (its accuracy on the validation tasks at the γ, η chosen
+    there), beside 'val.hnet_hyperldm' of the preset's own. Every stage goes through the cache, so a cell shared with
+    another table (the default run) is built once."""
+    if unknown := [r for r in rows if r not in METHODS]: raise ConfigError(f"ablation_cell: unknown rows {unknown}; choose from {list(METHODS)}")
+    t0 = time.perf_counter()
+    cfgs = stage_configs(preset, dataset)
+    cfgs['hnet'] = cfgs['hnet'].replace(latent=latent, epochs=epochs)
+    run = Run(cfgs, seed, dataset, data_root)
+    tb, G, lat = run.tasks('meta_test'), run.generator('hnet'), run.latents('hnet')
+    _, hist = cached_hnet(run.features(), run.cfgs['hnet'])
+    zero, few, info = {}, {}, {'hnet_best_epoch': hist.get('best_epoch'), 'hnet_val': hist.get('val_acc')}
+    with torch.no_grad():
+        zero['G(z0)'] = query_accuracy(G(run.hnet().z0.detach().expand(len(tb), -1)), tb).mean().item()
+        zero['latent ceiling'] = query_accuracy(G(lat.oracle_meta_test), tb).mean().item()
+    if adam_steps:
+        z = finetune(lat.oracle_meta_test, tb, adam_steps, 1e-2, 'adam', decode=G)
+        with torch.no_grad(): zero[f'latent ceiling, Adam {adam_steps}'] = query_accuracy(G(z), tb).mean().item()
+    def add(run, r, name):
+        s, i = row_scores(run, r, n_shot=False)
+        zero[name] = s['zero_shot'].mean().item()
+        if 'few_shot' in s: few[name] = s['few_shot'].mean().item()
+        info.update({f'{name}.{k}': v for k, v in i.items() if k in ('gamma', 'eta', 'guide_steps')})
+        if 'val_acc' in i: zero[f'val.{name}'] = i['val_acc']
+    for r in (*rows, *ABLATION_REFS): add(run, r, r)
+    for name, kw in (ldm_variants or {}).items():
+        add(run.replace(hyperldm=run.base['hyperldm'].replace(**kw)), 'hnet_hyperldm', f'hnet_hyperldm[{name}]')
+    return {'zero_shot': zero, 'few_shot': few, 'info': info, 'seconds': time.perf_counter() - t0}
+
+def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=(10, 50), seeds=(0, 1, 2),
+                  rows=ABLATION_ROWS, adam_steps:int=300, ldm_variants:dict|None=None) -> dict:
+    """Every cell (latent width × epoch cap × seed) of `ablation_cell`, written to the JSON file `out` (atomically,
+    after each cell) and read back from it: cells already there are not run again, so an interrupted ablation goes on
+    where it stopped; a file of other settings (preset, its stage configs, rows) is refused. Returns the file's content:
+    {'preset', 'rows', 'adam_steps', 'ldm_variants', 'configs', 'cells': {'k32_e10': {'latent', 'epochs', 'per_seed':
+    {seed: cell}}}}."""
+    out = Path(out)
+    for name, v in (('latents', latents), ('epochs', epochs)):
+        if not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
+            raise ConfigError(f"hnet_ablation: {name}={list(v)} must be positive integers, e.g. (32, 128) and (10, 50)")
+    cfgs = {k: v.to_dict() for k, v in stage_configs(preset).items() if k not in ('data', 'clip')}   # what the cells vary around
+    head = {'preset': preset, 'rows': list(rows), 'adam_steps': adam_steps, 'ldm_variants': dict(ldm_variants or {}), 'configs': cfgs}
+    res = json.loads(out.read_text()) if out.exists() else head | {'cells': {}}
+    if (old := {k: res.get(k) for k in head}) != head:
+        raise ConfigError(f"{out} holds an ablation of other settings ({', '.join(k for k in head if old[k] != head[k])} "
+                          f"differ): write this one to another file, or delete that one to run it again")
+    for s in seeds:                     # seed by seed: an interrupted ablation leaves whole seeds behind it
+        for k in latents:
+            for e in epochs:
+                cell = res['cells'].setdefault(f'k{k}_e{e}', {'latent': k, 'epochs': e, 'per_seed': {}})
+                if str(s) in cell['per_seed']: continue
+                cell['per_seed'][str(s)] = ablation_cell(preset, k, e, s, rows, adam_steps, ldm_variants=ldm_variants)
+                out.parent.mkdir(parents=True, exist_ok=True); atomic_write_json(out, res)
+    return res
+
+
+# %% ../nbs/12a_diagnostics.ipynb #8516b25f
+ABLATION_COLUMNS = {'G(z0)': 'G(z0)', 'latent ceiling': 'ceiling', 'latent ceiling, Adam 300': '+ Adam 300',
+                    'uncond_hnet_maml:few': 'uncond HNet-MAML (few-shot)', 'cond_hnet_maml': 'cond HNet-MAML',
+                    'cond_hnet_maml:few': 'cond HNet-MAML (few-shot)', 'hnet_hyperclip': 'HNet + HyperCLIP',
+                    'hnet_hyperldm': 'HNet + HyperLDM', 'hnet_hyperldm[w128]': 'HyperLDM, width 128',
+                    'hnet_hyperldm[release]': 'HyperLDM, width 128, per-axis coords',
+                    'uncond_hvae': 'HVAE', 'hvae_hyperclip': 'HVAE + HyperCLIP', 'hvae_hyperldm': 'HVAE + HyperLDM'}
+
+def ablation_stats(res:dict) -> dict:
+    """{cell: {'latent', 'epochs', 'kept' (the HNet's kept epoch per seed), 'n', 'mean': {column: %}, 'std': {column: %}}}
+    of an `hnet_ablation` file, plus '_refs': the reference rows' mean over every seed (they do not depend on the HNet).
+    A column 'row:few' is the row's few-shot accuracy; 'val.row' its accuracy on the validation tasks."""
+    out, refs = {}, {r: [] for r in ABLATION_REFS}
+    for name, cell in res['cells'].items():
+        seeds = list(cell['per_seed'].values())
+        if not seeds: continue
+        vals = {}
+        for c in seeds:
+            for k, v in c['zero_shot'].items(): vals.setdefault(k, []).append(100 * v)
+            for k, v in c['few_shot'].items(): vals.setdefault(f'{k}:few', []).append(100 * v)
+            for r in ABLATION_REFS: refs[r].append(100 * c['zero_shot'][r])
+        out[name] = {'latent': cell['latent'], 'epochs': cell['epochs'], 'n': len(seeds),
+                     'kept': [c['info']['hnet_best_epoch'] for c in seeds],
+                     'mean': {k: float(np.mean(v)) for k, v in vals.items()},
+                     'std': {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in vals.items()}}
+    out['_refs'] = {r: float(np.mean(v)) for r, v in refs.items() if v}
+    return out
+
+def ablation_markdown(res:dict, columns=None) -> str:
+    "The ablation as a Markdown table: one line per cell (latent width, epoch cap, epochs kept), mean ± std over seeds (%)."
+    st = ablation_stats(res); refs = st.pop('_refs')
+    cols = [c for c in (columns or ABLATION_COLUMNS) if any(c in s['mean'] for s in st.values())]
+    head = '| HNet (k, epoch cap; epoch kept per seed) | ' + ' | '.join(ABLATION_COLUMNS.get(c, c) for c in cols) + ' |'
+    lines = [head, '|---|' + '---|' * len(cols)]
+    for s in st.values():
+        cell = lambda c: ('—' if c not in s['mean'] else f"{s['mean'][c]:.1f}" + (f" ± {s['std'][c]:.1f}" if s['std'][c] is not None else ''))
+        lines.append(f"| k = {s['latent']}, ≤ {s['epochs']} ({', '.join(map(str, s['kept']))}) | " + ' | '.join(cell(c) for c in cols) + ' |')
+    return '\n'.join(lines) + '\n\n' + ', '.join(f"{r}: {v:.1f}" for r, v in refs.items()) + ' (mean over every seed of the table).\n'
+
+def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyperldm[release]', 'hnet_hyperclip', 'G(z0)'), axes=None):
+    """One panel per latent width: each row's meta-test accuracy against the epoch cap (mean ± std over seeds), with
+    conditional multitask and the oracle as horizontal lines. Returns the axes."""
+    import matplotlib.pyplot as plt
+    st = ablation_stats(res); refs = st.pop('_refs')
+    ks = sorted({s['latent'] for s in st.values()})
+    if axes is None: _, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.6), sharey=True, squeeze=False); axes = axes[0]
+    for ax, k in zip(axes, ks):
+        cells = sorted((s for s in st.values() if s['latent'] == k), key=lambda s: s['epochs'])
+        xs = [s['epochs'] for s in cells]
+        for j, r in enumerate(rows):
+            if not all(r in s['mean'] for s in cells): continue
+            ax.errorbar(xs, [s['mean'][r] for s in cells], yerr=[s['std'][r] or 0 for s in cells], marker='o', capsize=3,
+                        label=ABLATION_COLUMNS.get(r, r), color=plt.cm.tab10(j))
+        for r, ls in (('cond_multitask', '--'), ('oracle_finetune', ':')):
+            if r in refs: ax.axhline(refs[r], ls=ls, color='k', lw=1, label=r)
+        ax.set(xlabel='epoch cap of the HNet', xticks=xs, title=f'latent width k = {k}')
+    axes[0].set_ylabel('meta-test accuracy (%)'); axes[-1].legend(fontsize=7, loc='lower right')
+    plt.tight_layout(); return axes
+

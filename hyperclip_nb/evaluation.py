@@ -144,7 +144,7 @@ def _hyperldm(space):
     def method(run):
         log, decode = {}, run.generator(space)
         z = hyperldm_zero_shot(run.hyperldm(space), decode, run.features(), g=None, steps=50, seed=run.seed, log=log, eta=None)
-        return ZeroShot(z, decode, {'gamma': log['gamma'], 'eta': log['eta']})
+        return ZeroShot(z, decode, {'gamma': log['gamma'], 'eta': log['eta'], 'val_acc': log['val_acc'][log['gamma']]})
     return method
 
 SWEEP_SPACES = {'hnet_hyperldm': 'hnet', 'hvae_hyperldm': 'hvae'}

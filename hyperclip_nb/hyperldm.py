@@ -17,9 +17,9 @@ import numpy as np
 from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, sample
 
 # %% auto #0
-__all__ = ['GAMMAS', 'ETAS', 'standardize', 'HyperLDM', 'clip_range', 'fit_hyperldm', 'cached_hyperldm', 'choose_guidance',
-           'choose_sampler', 'hyperldm_zero_shot', 'guidance_sweep', 'compare_samplers',
-           'plot_samples_beside_finetuned', 'sample_ensemble']
+__all__ = ['GAMMAS', 'ETAS', 'COORDS', 'standardize', 'latent_coords', 'HyperLDM', 'clip_range', 'fit_hyperldm',
+           'cached_hyperldm', 'choose_guidance', 'choose_sampler', 'hyperldm_zero_shot', 'guidance_sweep',
+           'compare_samplers', 'plot_samples_beside_finetuned', 'sample_ensemble']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -31,26 +31,49 @@ def standardize(lat:Latents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
     mu, sigma = z.mean(0), z.std(0).clamp(min=1e-8)
     return (z - mu) / sigma, lat.questions().flatten(0, 1), mu, sigma
 
+COORDS = ('pca', 'dim')   # the coordinates HyperLDM diffuses in: whitened principal components, or standardized dimensions
+
+def latent_coords(lat:Latents, coords:str='pca', rel_tol:float=1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x0 [P*N, r], cond [P*N, d], mu [k], basis [r, k]): the training latents in the coordinates HyperLDM diffuses in,
+    with z = mu + x @ basis. 'dim': each dimension standardized (basis = diag(sigma), r = k). 'pca': the principal
+    components of the centred latents, each scaled to unit variance, keeping the r directions whose variance exceeds
+    `rel_tol` times the largest (the rest carry no data): uncorrelated coordinates of equal scale, whatever the shape
+    of the cloud. Computed in float64 and returned in the latents' dtype."""
+    if coords not in COORDS: raise ConfigError(f"coords {coords!r}: choose one of {list(COORDS)}")
+    if coords == 'dim':
+        x0, cond, mu, sigma = standardize(lat)
+        return x0, cond, mu, torch.diag(sigma)
+    z = lat.latents.flatten(0, 1); zd = z.double()
+    mu = zd.mean(0)
+    ev, U = torch.linalg.eigh(torch.cov((zd - mu).T).reshape(z.shape[1], z.shape[1]))   # ascending eigenvalues
+    ev, U = ev.flip(0), U.flip(1)
+    r = max(1, int((ev > rel_tol * ev[0].clamp(min=1e-30)).sum()))
+    basis = ev[:r].clamp(min=1e-30).sqrt()[:, None] * U[:, :r].T            # [r, k]: row i = sqrt(λ_i) u_i
+    x0 = (zd - mu) @ U[:, :r] / ev[:r].clamp(min=1e-30).sqrt()
+    return x0.to(z.dtype), lat.questions().flatten(0, 1), mu.to(z.dtype), basis.to(z.dtype)
+
 @dataclass
 class HyperLDM:
-    "A latent diffusion model over standardized HNet latents, conditioned on question embeddings."
+    "A latent diffusion model over whitened (or standardized) latents of one space, conditioned on question embeddings."
     model: Denoiser          # ε_θ(x, t, q); the EMA weights when the config kept an EMA
     sched: NoiseSchedule
     mu: torch.Tensor         # [k] latent mean
-    sigma: torch.Tensor      # [k] latent std
-    x0_max: float|None = None   # largest |standardized latent| in training: the samplers clip x̂0 to ± this (None: no clip)
+    basis: torch.Tensor      # [r, k]: a latent is z = mu + x @ basis (`latent_coords`)
+    x0_max: float|None = None   # largest |coordinate| in training: the samplers clip x̂0 to ± this (None: no clip)
     val_idx: torch.Tensor|None = None   # [N_val] the validation tasks of the latents it was trained on (`Latents.val_idx`)
+    def decode(self, x:torch.Tensor) -> torch.Tensor:
+        "Latents [B, k] of diffusion coordinates x [B, r]."
+        return x @ self.basis.to(x.device) + self.mu.to(x.device)
     def sample(self, question:torch.Tensor, guidance_scale:float|torch.Tensor=1., steps:int|None=50,
                generator:int|torch.Generator=0, eta:float=0.) -> torch.Tensor:
         """One HNet latent [B, k] per question [B, d], on the question's device (the model's: `to`; a `generator` must be
         there, an int seeds one there); `steps=None`: ancestral DDPM over all T steps, else DDIM (η: its noise). Every
-        step's x̂0 is clipped to the training latents' range (`diffusion.clip_eps`)."""
-        x = sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator, x0_max=self.x0_max)
-        return self.sigma.to(x.device) * x + self.mu.to(x.device)
+        step's x̂0 is clipped to the training coordinates' range (`diffusion.clip_eps`)."""
+        return self.decode(sample(self.model, self.sched, question, guidance_scale, steps, eta, generator=generator, x0_max=self.x0_max))
     def to(self, device:str|torch.device) -> 'HyperLDM':
-        "The model, schedule, mu and sigma on `device` (the denoiser and schedule in place); the cache key carries over."
+        "The model, schedule, mu and basis on `device` (the denoiser and schedule in place); the cache key carries over."
         out = dataclasses.replace(self, model=self.model.to(device), sched=self.sched.to(device),
-                                  mu=self.mu.to(device), sigma=self.sigma.to(device),
+                                  mu=self.mu.to(device), basis=self.basis.to(device),
                                   val_idx=None if self.val_idx is None else self.val_idx.to(device))
         if getattr(self, 'bundle', None) is not None: out.bundle = self.bundle
         return out
@@ -62,16 +85,16 @@ class HyperLDM:
         z = self.sample(q, g, steps, generator, eta).view(len(gammas), len(question), -1)  # [G, B, k]
         return dict(zip(gammas, z))
 
-def clip_range(tensors:dict, latents) -> float:
+def clip_range(tensors:dict, latents, coords:str='dim') -> float:
     """x̂0's clip range: the 'x0_max' an artifact's `tensors` stored, or, for an artifact written before it was stored,
-    the largest |standardized latent| of `latents()` (a callable returning the training `Latents`, called only then)."""
-    return tensors['x0_max'].item() if 'x0_max' in tensors else standardize(latents())[0].abs().max().item()
+    the largest |coordinate| of `latents()` (a callable returning the training `Latents`, called only then)."""
+    return tensors['x0_max'].item() if 'x0_max' in tensors else latent_coords(latents(), coords)[0].abs().max().item()
 
 def fit_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
-    "Train HyperLDM (Algorithm 12) on a precomputed adaptation dataset; returns (model, history)."
-    x0, cond, mu, sigma = standardize(lat)
+    "Train HyperLDM (Algorithm 12) on a precomputed adaptation dataset, in the coordinates `cfg.coords`; returns (model, history)."
+    x0, cond, mu, basis = latent_coords(lat, cfg.coords)
     model, sched, hist = fit_diffusion(x0, cond, cfg)
-    return HyperLDM(model, sched, mu, sigma, x0.abs().max().item()), hist
+    return HyperLDM(model, sched, mu, basis, x0.abs().max().item()), hist
 
 # %% ../nbs/10_hyperldm.ipynb #da000009
 def cached_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
@@ -83,17 +106,18 @@ def cached_hyperldm(lat:Latents, cfg:DiffusionConfig) -> tuple[HyperLDM, dict]:
         t0 = time.perf_counter()
         ldm, hist = fit_hyperldm(lat, cfg)
         save_tensors(out/'hyperldm.safetensors', {**{f'model.{k}': v for k, v in ldm.model.state_dict().items()},
-                                                  'mu': ldm.mu, 'sigma': ldm.sigma, 'x0_max': torch.tensor(ldm.x0_max, device='cpu')})
+                                                  'mu': ldm.mu, 'basis': ldm.basis, 'x0_max': torch.tensor(ldm.x0_max, device='cpu')})
         every = max(1, len(hist['loss']) // 1000)          # keep at most ~1000 points of the curve
         atomic_write_json(out/'history.json', {'loss': hist['loss'][::every], 'loss_every': every, 'null_frac': hist['null_frac']})
         return {'seconds': time.perf_counter() - t0, 'final_loss': hist['loss'][-1]}
     art = load_or_build('hyperldm' if lat.space == 'hnet' else 'hvae_hyperldm', key, build)
     dev = lat.latents.device
     t = art.tensors('hyperldm.safetensors', device=dev)
-    with torch.device(dev): model = Denoiser(lat.k, lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
+    basis = t['basis'] if 'basis' in t else torch.diag(t['sigma'])     # an artifact of per-dimension coordinates stored sigma
+    with torch.device(dev): model = Denoiser(len(basis), lat.question.shape[-1], cfg.width, cfg.depth, cfg.temb)
     model.load_state_dict({k_[6:]: v for k_, v in t.items() if k_.startswith('model.')})
-    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), t['mu'], t['sigma'],
-                   clip_range(t, lambda: lat), lat.val_idx)
+    ldm = HyperLDM(model.eval(), NoiseSchedule.from_name(cfg.schedule, cfg.T, dev), t['mu'], basis,
+                   clip_range(t, lambda: lat, cfg.coords), lat.val_idx)
     return with_key(ldm, key), art.json('history.json')
 
 def choose_guidance(ldm:HyperLDM, G:torch.nn.Module, feats:Features, val_idx:torch.Tensor, gammas=GAMMAS,

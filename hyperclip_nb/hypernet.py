@@ -23,10 +23,10 @@ from .meta_shapes_v1 import FAMILY_BY_NAME
 
 # %% auto #0
 __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
-           'hnet_meta_grad_loop', 'fit_hnet', 'latent_finetune', 'latent_accuracies', 'hnet_accuracies', 'save_hnet',
-           'load_hnet', 'random_subsets', 'Latents', 'val_tasks', 'precompute_latents', 'cached_hnet',
-           'hnet_latents_key', 'precompute_config', 'cached_latents', 'plot_losses', 'question_kind', 'pca_2d',
-           'plot_latent_pca']
+           'hnet_meta_grad_loop', 'fit_hnet', 'hnet_val_score', 'latent_finetune', 'latent_accuracies',
+           'hnet_accuracies', 'save_hnet', 'load_hnet', 'random_subsets', 'Latents', 'val_tasks', 'precompute_latents',
+           'cached_hnet', 'hnet_latents_key', 'precompute_config', 'cached_latents', 'plot_losses', 'question_kind',
+           'pca_2d', 'plot_latent_pca']
 
 # %% ../nbs/06_hypernet.ipynb #96ae2959
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
@@ -129,8 +129,18 @@ def fit_hnet(feats:Features, cfg:HNetConfig, conditional:bool=False) -> tuple[HN
         return losses
     hist = meta_train(list(model.parameters()), batch_step, feats, cfg, g,
                       'cond_hnet_maml' if conditional else 'uncond_hnet_maml', 'lower HNetConfig.lr or HNetConfig.inner_lr',
-                      val_score=lambda tb: query_accuracy(model(model.init_latent(tb.question)), tb).mean(), backward=False)
+                      val_score=lambda tb: hnet_val_score(model, tb, cfg), backward=False)
     return model.eval(), hist
+
+def hnet_val_score(model:HNet, tb:TaskBatch, cfg:HNetConfig) -> tuple[torch.Tensor, dict]:
+    """(the score early stopping keeps the best of, {'zero_shot': ..., 'adapted': ...}) on the validation tasks `tb`:
+    mean query accuracy of the start G(z_init), and of G(z) after the meta-training inner loop (`cfg.inner_steps[1]`
+    clipped SGD steps of `cfg.inner_lr` on the support set). `cfg.val_metric` names the score."""
+    z0 = model.init_latent(tb.question)
+    zero = query_accuracy(model(z0), tb).mean()
+    z = latent_finetune(model.G, z0, tb, cfg.inner_steps[1], cfg.inner_lr, cfg.max_norm)
+    both = {'zero_shot': zero, 'adapted': query_accuracy(model(z), tb).mean()}
+    return both[cfg.val_metric], both
 
 # %% ../nbs/06_hypernet.ipynb #67451303
 def latent_finetune(G:torch.nn.Module,        # generator: latents [B, k] → weights [B, D]; frozen

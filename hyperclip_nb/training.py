@@ -92,7 +92,7 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
                record:str='step',       # history per 'step' or as 'epoch' means
                epoch_mean:str='pairwise',  # how `record='epoch'` sums: 'pairwise' (np.mean) or 'sequential'
                on_epoch=None,           # (epoch, history) -> None, after each epoch
-               val_score=None,          # () -> score (higher is better) for early stopping
+               val_score=None,          # () -> score (higher is better) for early stopping, or (score, {name: value}) also logged as 'val_NAME'
                val_every:int=1, desc:str|None=None,
                sync_every:int|None=None,   # steps between host checks (None: 1 on the CPU, 50 elsewhere)
                generators=None,         # every torch.Generator the batches and loss_fn draw from: given, the loop checkpoints inside a cache build
@@ -203,8 +203,11 @@ def train_loop(params:list,             # the parameters the optimizer moves (in
                 for k, v in _epoch_means(rows, epoch_mean).items(): hist.setdefault(k, []).append(v)
             if on_epoch is not None: on_epoch(epoch, hist)
             if val_score is not None and ((epoch + 1) % val_every == 0 or epoch == epochs - 1):
-                with torch.no_grad(): acc = float(val_score())
+                with torch.no_grad(): out = val_score()
+                acc, side = (out if isinstance(out, tuple) else (out, {}))
+                acc = float(acc)
                 hist.setdefault('val_acc', []).append((epoch + 1, acc))
+                for k, v in side.items(): hist.setdefault(f'val_{k}', []).append((epoch + 1, float(v)))
                 if best is None or acc > best[0]: best = (acc, epoch + 1, [p.detach().clone() for p in params])
             if ck is not None:   # an epoch boundary: every loop can resume here
                 if ck.due(log.steps): ck.save(snapshot(epoch + 1, 0, None, []), log.steps)
