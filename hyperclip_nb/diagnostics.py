@@ -14,15 +14,15 @@ from .clip_adapter import query_accuracy, finetune
 from .configs import *
 from .hypernet import Latents
 from .hyperldm import sample_ensemble
-from .hypernet import cached_hnet
-from .reproduce import row_scores
+from .hypernet import cached_hnet, latent_finetune
 from .pipeline import Run
-from .evaluation import METHODS, task_kinds, per_kind, zero_shot_accuracy
+from .evaluation import METHODS, task_kinds, per_kind, zero_shot_accuracy, score
 
 # %% auto #0
 __all__ = ['REFERENCE_ROWS', 'ABLATION_ROWS', 'ABLATION_REFS', 'ABLATION_COLUMNS', 'regress_latents', 'shortfall',
            'shortfall_table', 'shortfall_report', 'shortfall_markdown', 'plot_shortfall', 'ablation_cell',
-           'hnet_ablation', 'ablation_stats', 'ablation_markdown', 'plot_ablation']
+           'hnet_ablation', 'ablation_stats', 'ablation_markdown', 'plot_ablation', 'early_stopping_report',
+           'plot_early_stopping']
 
 # %% ../nbs/12a_diagnostics.ipynb #3399bf32
 def regress_latents(lat:Latents, seed:int=0, steps:int=4000, width:int=256, batch:int=128, lr:float=1e-3):
@@ -147,8 +147,9 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
     if adam_steps:
         z = finetune(lat.oracle_meta_test, tb, adam_steps, 1e-2, 'adam', decode=G)
         with torch.no_grad(): zero[f'latent ceiling, Adam {adam_steps}'] = query_accuracy(G(z), tb).mean().item()
-    def add(run, r, name):
-        s, i = row_scores(run, r, n_shot=False)
+    def add(run, r, name):                      # as `reproduce.row_scores` scores a row, without its cache
+        set_seed(run.seed); out = METHODS[r](run)
+        s, i = score(out, run.features(), seed=run.seed, name=r), dict(getattr(out, 'info', None) or {})
         zero[name] = s['zero_shot'].mean().item()
         if 'few_shot' in s: few[name] = s['few_shot'].mean().item()
         info.update({f'{name}.{k}': v for k, v in i.items() if k in ('gamma', 'eta', 'guide_steps')})
@@ -156,21 +157,21 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
     for r in (*rows, *ABLATION_REFS): add(run, r, r)
     for name, kw in (ldm_variants or {}).items():
         add(run.replace(hyperldm=run.base['hyperldm'].replace(**kw)), 'hnet_hyperldm', f'hnet_hyperldm[{name}]')
-    return {'zero_shot': zero, 'few_shot': few, 'info': info, 'seconds': time.perf_counter() - t0}
+    return {'zero_shot': zero, 'few_shot': few, 'info': info, 'ldm_variants': dict(ldm_variants or {}), 'seconds': time.perf_counter() - t0}
 
 def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=(10, 50), seeds=(0, 1, 2),
                   rows=ABLATION_ROWS, adam_steps:int=300, ldm_variants:dict|None=None) -> dict:
     """Every cell (latent width × epoch cap × seed) of `ablation_cell`, written to the JSON file `out` (atomically,
     after each cell) and read back from it: cells already there are not run again, so an interrupted ablation goes on
     where it stopped; a file of other settings (preset, its stage configs, rows) is refused. Returns the file's content:
-    {'preset', 'rows', 'adam_steps', 'ldm_variants', 'configs', 'cells': {'k32_e10': {'latent', 'epochs', 'per_seed':
+    {'preset', 'rows', 'adam_steps', 'configs', 'cells': {'k32_e10': {'latent', 'epochs', 'per_seed':
     {seed: cell}}}}."""
     out = Path(out)
     for name, v in (('latents', latents), ('epochs', epochs)):
         if not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
             raise ConfigError(f"hnet_ablation: {name}={list(v)} must be positive integers, e.g. (32, 128) and (10, 50)")
     cfgs = {k: v.to_dict() for k, v in stage_configs(preset).items() if k not in ('data', 'clip')}   # what the cells vary around
-    head = {'preset': preset, 'rows': list(rows), 'adam_steps': adam_steps, 'ldm_variants': dict(ldm_variants or {}), 'configs': cfgs}
+    head = {'preset': preset, 'rows': list(rows), 'adam_steps': adam_steps, 'configs': cfgs}
     res = json.loads(out.read_text()) if out.exists() else head | {'cells': {}}
     if (old := {k: res.get(k) for k in head}) != head:
         raise ConfigError(f"{out} holds an ablation of other settings ({', '.join(k for k in head if old[k] != head[k])} "
@@ -208,7 +209,7 @@ def ablation_stats(res:dict) -> dict:
             for r in ABLATION_REFS: refs[r].append(100 * c['zero_shot'][r])
         out[name] = {'latent': cell['latent'], 'epochs': cell['epochs'], 'n': len(seeds),
                      'kept': [c['info']['hnet_best_epoch'] for c in seeds],
-                     'mean': {k: float(np.mean(v)) for k, v in vals.items()},
+                     'mean': {k: float(np.mean(v)) for k, v in vals.items()}, 'count': {k: len(v) for k, v in vals.items()},
                      'std': {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in vals.items()}}
     out['_refs'] = {r: float(np.mean(v)) for r, v in refs.items() if v}
     return out
@@ -220,8 +221,10 @@ def ablation_markdown(res:dict, columns=None) -> str:
     head = '| HNet (k, epoch cap; epoch kept per seed) | ' + ' | '.join(ABLATION_COLUMNS.get(c, c) for c in cols) + ' |'
     lines = [head, '|---|' + '---|' * len(cols)]
     for s in st.values():
-        cell = lambda c: ('—' if c not in s['mean'] else f"{s['mean'][c]:.1f}" + (f" ± {s['std'][c]:.1f}" if s['std'][c] is not None else ''))
-        lines.append(f"| k = {s['latent']}, ≤ {s['epochs']} ({', '.join(map(str, s['kept']))}) | " + ' | '.join(cell(c) for c in cols) + ' |')
+        cell = lambda c: ('—' if c not in s['mean'] else f"{s['mean'][c]:.1f}" + (f" ± {s['std'][c]:.1f}" if s['std'][c] is not None else '')
+                          + (f" ({s['count'][c]} seed{'s' * (s['count'][c] > 1)})" if s['count'][c] < s['n'] else ''))
+        lines.append(f"| k = {s['latent']}, ≤ {s['epochs']} ({', '.join(map(str, s['kept']))}; {s['n']} seed{'s' * (s['n'] > 1)}) | "
+                     + ' | '.join(cell(c) for c in cols) + ' |')
     return '\n'.join(lines) + '\n\n' + ', '.join(f"{r}: {v:.1f}" for r, v in refs.items()) + ' (mean over every seed of the table).\n'
 
 def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyperldm[release]', 'hnet_hyperclip', 'G(z0)'), axes=None):
@@ -243,4 +246,45 @@ def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyper
         ax.set(xlabel='epoch cap of the HNet', xticks=xs, title=f'latent width k = {k}')
     axes[0].set_ylabel('meta-test accuracy (%)'); axes[-1].legend(fontsize=7, loc='lower right')
     plt.tight_layout(); return axes
+
+
+# %% ../nbs/12a_diagnostics.ipynb #a7482c99
+def early_stopping_report(out:str|Path, preset:str='default', latents=(32, 128), epochs:int=50, seed:int=0) -> dict:
+    """Both early-stopping criteria of `HNetConfig.val_metric` on HNets of each latent width trained for `epochs`
+    meta-epochs: the validation curves of both scores (one training run logs both), the epoch each criterion keeps,
+    and on the meta-test tasks the kept HNet's start G(z0) and its latent ceiling (each test task's latent fitted on
+    its support set as the precompute does). Written to the JSON file `out` (atomically) and returned."""
+    rows = []
+    for k in latents:
+        for metric in VAL_METRICS:
+            cfgs = stage_configs(preset)
+            cfgs['hnet'] = cfgs['hnet'].replace(latent=k, epochs=epochs, val_metric=metric)
+            run = Run(cfgs, seed)
+            hnet, hist = cached_hnet(run.features(), run.cfgs['hnet'])
+            tb, pre = run.tasks('meta_test'), run.cfgs['precompute']
+            z0 = hnet.z0.detach().expand(len(tb), -1)
+            z = latent_finetune(hnet.G, z0, tb, pre.steps, pre.lr, pre.max_norm)
+            with torch.no_grad():
+                rows.append({'latent': k, 'epochs': epochs, 'val_metric': metric, 'best_epoch': hist['best_epoch'],
+                             'val_adapted': hist['val_adapted'], 'val_zero_shot': hist['val_zero_shot'],
+                             'test_G(z0)': query_accuracy(hnet.G(z0), tb).mean().item(),
+                             'test_ceiling': query_accuracy(hnet.G(z), tb).mean().item()})
+    res = {'preset': preset, 'seed': seed, 'rows': rows}
+    Path(out).parent.mkdir(parents=True, exist_ok=True); atomic_write_json(out, res)
+    return res
+
+def plot_early_stopping(rep:dict, axes=None):
+    "Validation accuracy, adapted and zero-shot, against the epoch, one panel per latent width; a marker at each criterion's pick."
+    import matplotlib.pyplot as plt
+    ks = sorted({r['latent'] for r in rep['rows']})
+    if axes is None: _, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 3.4), sharey=True, squeeze=False); axes = axes[0]
+    for ax, k in zip(axes, ks):
+        rs = {r['val_metric']: r for r in rep['rows'] if r['latent'] == k}
+        r = next(iter(rs.values()))                      # one training run logs both curves
+        for j, m in enumerate(VAL_METRICS):
+            e, a = zip(*r[f'val_{m}'])
+            ax.plot(e, [100 * x for x in a], marker='.', color=plt.cm.tab10(j), label=f'validation, {m}')
+            if m in rs: ax.axvline(rs[m]['best_epoch'], ls='--', color=plt.cm.tab10(j), lw=1, label=f'kept by {m!r}')
+        ax.set(xlabel='meta-epoch', title=f'k = {k}')
+    axes[0].set_ylabel('validation accuracy (%)'); axes[-1].legend(fontsize=7); plt.tight_layout(); return axes
 
