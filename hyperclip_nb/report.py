@@ -308,7 +308,8 @@ def readme_results(res:dict) -> str:
 WORLD_NAMES = {'v1': 'Meta-Shapes v1', 'v2': 'Meta-Shapes 2'}
 
 def world_name(res:dict) -> str:
-    "The dataset of a results dict as the prose names it (`Meta-Shapes 2`, `Meta-Shapes v1`, or its `dataset` key)."
+    "The dataset of a results dict as the prose names it (`Meta-Shapes 2`, `Meta-Shapes v1`, the planted control world, or its `dataset` key)."
+    if 'control' in (res.get('config'), res.get('overrides', {}).get('data')): return 'the planted control world'
     w = res.get('configs', {}).get('data', {}).get('world')
     return WORLD_NAMES.get(w, res['dataset']) if res['dataset'] == 'metashapes' else res['dataset']
 
