@@ -13,7 +13,7 @@ from .configs import *
 from .clip_features import Features, SplitIndex
 from pathlib import Path
 import numpy as np
-from .clip_adapter import adapter_logits, flatten
+from .clip_adapter import adapter_logits, flatten, chunk_accuracy
 
 # %% auto #0
 __all__ = ['MAX_REDRAWS', 'CONTROL_ROWS', 'GUIDED_STARTS', 'CONTROL_MARGIN', 'PlantedWorld', 'rotation_family', 'planted_world',
@@ -138,7 +138,8 @@ def control_results(seeds=(0, 1, 2), rows=CONTROL_ROWS, device:str|torch.device=
     """Run the control (`stage_configs('control')`, or `cfgs`) for `seeds`: one `Run` per seed, every row of `rows`
     scored zero-shot on the meta-test tasks by `reproduce.row_scores` (no n-shot curve), each stage and score through
     the cache. Returns {'rows': {row: {'mean', 'std', 'per_seed'}}, 'margins': {guided row: {'start', 'mean',
-    'per_seed'}} (accuracy minus its start's, `GUIDED_STARTS`), 'choices': {row: [per-seed choices]}, 'seeds',
+    'per_seed'}} (accuracy minus its start's, `GUIDED_STARTS`), 'choices': {row: [per-seed choices]},
+    'diagnostics': {'hnet_latent_ceiling': the accuracy of G at each meta-test task's support-fitted latent}, 'seeds',
     'seconds' (wall time of the whole, stages built or loaded), 'configs'}."""
     from hyperclip_nb.pipeline import Run
     from hyperclip_nb.reproduce import row_scores
@@ -147,16 +148,20 @@ def control_results(seeds=(0, 1, 2), rows=CONTROL_ROWS, device:str|torch.device=
     if missing := [s for g, s in GUIDED_STARTS.items() if g in rows and s not in rows]:
         raise ConfigError(f"control_results: the guided rows need their start(s) {missing} among the rows")
     cfgs, seeds, t0 = cfgs or stage_configs('control'), list(seeds), time.perf_counter()
-    acc, choices = {r: [] for r in rows}, {}
+    acc, choices, ceiling = {r: [] for r in rows}, {}, []
     for s in progress(seeds, desc='control seeds'):
         run = Run(cfgs, s, device=device)
         for r in rows:
             sc, info = row_scores(run, r, n_shot=False)
             acc[r].append(sc['zero_shot'].mean().item())
             if c := {k: v for k, v in info.items() if k in CHOICES}: choices.setdefault(r, []).append(c)
+        if 'uncond_hnet_maml' in rows:   # the HNet space's ceiling: each test task's latent fine-tuned on its own support set
+            with torch.no_grad(): ceiling.append(chunk_accuracy(run.generator('hnet'), run.latents('hnet').oracle_meta_test,
+                                                                run.features(), 'meta_test').mean().item())
     stats = lambda a: {'mean': float(np.mean(a)), 'std': float(np.std(a, ddof=1)) if len(a) > 1 else None, 'per_seed': [float(x) for x in a]}
     margins = {g: {'start': st, **stats(np.subtract(acc[g], acc[st]))} for g, st in GUIDED_STARTS.items() if g in rows}
     return {'seeds': seeds, 'rows': {r: stats(a) for r, a in acc.items()}, 'margins': margins, 'choices': choices,
+            'diagnostics': {'hnet_latent_ceiling': stats(ceiling)} if ceiling else {},
             'seconds': time.perf_counter() - t0, 'configs': {k: v.to_dict() for k, v in cfgs.items()}}
 
 def control_markdown(res:dict) -> str:
@@ -166,7 +171,8 @@ def control_markdown(res:dict) -> str:
     out = [f"Planted control world, meta-test zero-shot accuracy (%), seeds {', '.join(map(str, seeds))}; chance "
            f"{100 / res['configs']['data']['answers']:.1f} %.", '',
            '| row | mean ± std | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |', '|---|---|' + '---|' * len(seeds)]
-    out += [f"| {r} | {pct(st)} | " + ' | '.join(f'{100 * a:.1f}' for a in st['per_seed']) + ' |' for r, st in res['rows'].items()]
+    out += [f"| {r} | {pct(st)} | " + ' | '.join(f'{100 * a:.1f}' for a in st['per_seed']) + ' |'
+            for r, st in (res['rows'] | {f'{k} (diagnostic)': v for k, v in res.get('diagnostics', {}).items()}).items()]
     out += ['', '| guided row − its start | mean ± std | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |', '|---|---|' + '---|' * len(seeds)]
     out += [f"| {g} − {m['start']} | {pct(m)} | " + ' | '.join(f'{100 * a:+.1f}' for a in m['per_seed']) + ' |' for g, m in res['margins'].items()]
     return '\n'.join(out + ['', f"{res['seconds']:.0f} s for the whole (stages built or loaded from the cache)."]) + '\n'
