@@ -254,7 +254,7 @@ def _add_features_parser(sub):
     f.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
     f.add_argument('--clip', default=None, help='an open_clip model name such as ViT-L-14-336 (Meta-VQA)')
     f.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
-    f.add_argument('--config', choices=list(PRESETS), default='default', help='the Meta-Shapes preset (world and tiny CLIP)')
+    f.add_argument('--config', choices=list(PRESETS), default='default', help='the Meta-Shapes preset (world and tiny CLIP), or control: the planted world (12f_control)')
     f.add_argument('--device', default='auto', help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps")
     f.add_argument('--batch-size', type=_positive_int, default=256, help='images (and texts) per batch (default 256)')
     f.add_argument('--workers', type=_nonneg_int, default=None, help='image-decoding processes (default: cores - 1, at most 8; 0: none)')
