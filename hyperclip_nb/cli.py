@@ -109,6 +109,9 @@ def cmd_data(args) -> int:
               f"published split, {info['images']:,} synthetic images; meta-test: {info['meta_test_from']}")
         return 0
     if args.splits or args.tasks: raise UsageError("--splits and --tasks are for --dataset metavqa-rehearsal")
+    if args.config == 'control':
+        raise UsageError("--config control is the planted world (12f_control): it is built in memory and has no images to write; "
+                         "run it with hyperclip_nb reproduce --config control")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new folder")
     cfg = get_preset(ms.MetaShapesConfig, args.config).replace(seed=args.seed)
@@ -251,7 +254,7 @@ def _add_features_parser(sub):
     f.add_argument('--data-root', default=None, help='Meta-VQA folder: split files, prompt_meta.json, images/')
     f.add_argument('--clip', default=None, help='an open_clip model name such as ViT-L-14-336 (Meta-VQA)')
     f.add_argument('--clip-pretrained', default='openai', help='open_clip pretrained tag or a local checkpoint path')
-    f.add_argument('--config', choices=list(PRESETS), default='default', help='the Meta-Shapes preset (world and tiny CLIP)')
+    f.add_argument('--config', choices=list(PRESETS), default='default', help='the Meta-Shapes preset (world and tiny CLIP), or control: the planted world (12f_control)')
     f.add_argument('--device', default='auto', help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps")
     f.add_argument('--batch-size', type=_positive_int, default=256, help='images (and texts) per batch (default 256)')
     f.add_argument('--workers', type=_nonneg_int, default=None, help='image-decoding processes (default: cores - 1, at most 8; 0: none)')
@@ -284,7 +287,10 @@ def cmd_features(args) -> int:
             raise UsageError("--dataset metashapes renders its world into the cache and trains its tiny CLIP: drop --data-root, --clip and --shard")
         from hyperclip_nb.clip_features import metashapes_features
         cfgs = stage_configs(args.config)
-        f = metashapes_features(cfgs['data'], cfgs['clip'], device)
+        if args.config == 'control':   # the planted world: its features are built in memory, without a CLIP
+            from hyperclip_nb.control import planted_features
+            f = planted_features(cfgs['data'], device)
+        else: f = metashapes_features(cfgs['data'], cfgs['clip'], device)
         print(f"features: {artifact_dir('features', f.bundle)} ({len(f.image_ids)} images, {len(f.question)} tasks, d={f.d})")
         return 0
     if not args.data_root:

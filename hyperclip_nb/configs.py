@@ -11,29 +11,38 @@ from .core import *
 from .meta_shapes import MetaShapesConfig
 
 # %% auto #0
-__all__ = ['DATASETS', 'SEEDED', 'RUN_SCHEDULES', 'SMOKE', 'stage_configs', 'seed_configs', 'schedule_configs', 'REHEARSAL_CLIP', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'VAL_METRICS', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig']
+__all__ = ['DATASETS', 'SEEDED', 'RUN_SCHEDULES', 'SMOKE', 'stage_configs', 'seed_configs', 'schedule_configs', 'REHEARSAL_CLIP', 'ClipConfig', 'AdapterConfig', 'MultitaskConfig', 'check_inner_steps', 'MamlConfig', 'CondMultitaskConfig', 'FilmConfig', 'VAL_METRICS', 'HNetConfig', 'PrecomputeConfig', 'HVAEConfig', 'HyperClipConfig', 'SCHEDULE_NAMES', 'DiffusionConfig', 'MetaDiffConfig', 'BridgeConfig', 'CONTROL_STAGES', 'CONTROL_HOSTS', 'PlantedConfig']
 
 # %% ../nbs/01a_configs.ipynb #1d2ae768
 DATASETS = ('metashapes', 'metavqa')
 
+def _stage_preset(stage:str, cls:type, preset:str):
+    "The config of `stage` (class `cls`) in `preset`: on 'control', the planted world for 'data' and `CONTROL_STAGES`' fields on the rest."
+    if preset != 'control': return get_preset(cls, preset)
+    if stage == 'data': return PlantedConfig()
+    return get_preset(cls, preset).replace(**CONTROL_STAGES.get(stage, {}))
+
 def stage_configs(preset:str, dataset:str='metashapes', overrides:dict|None=None, schedule:str='full') -> dict:
-    """Every stage's config for `preset` ('tiny', 'default', 'paper', or 'v1': the 0.2.0 world and tiny CLIP).
+    """Every stage's config for `preset` ('tiny', 'default', 'paper', 'v1': the 0.2.0 world and tiny CLIP, or 'control':
+    the planted world of `12f_control`, which only the in-memory path of `CONTROL_HOSTS` can host).
     `overrides` {stage: preset} takes some stages from another preset, e.g. {'hyperldm': 'paper'} runs the paper's
     HyperLDM on the default world. `schedule` ('full' or 'smoke', `schedule_configs`) says how long they train."""
     if preset not in PRESETS: raise ConfigError(f"unknown config {preset!r}; choose one of {list(PRESETS)}")
     if dataset not in DATASETS: raise ConfigError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
-    cfgs = {'data': get_preset(MetaShapesConfig, preset), 'clip': get_preset(ClipConfig, preset),
-            'adapter': get_preset(AdapterConfig, preset), 'multitask': get_preset(MultitaskConfig, preset),
-            'maml': get_preset(MamlConfig, preset), 'cond_multitask': get_preset(CondMultitaskConfig, preset),
-            'film': get_preset(FilmConfig, preset), 'hnet': get_preset(HNetConfig, preset),
-            'precompute': get_preset(PrecomputeConfig, preset), 'hvae': get_preset(HVAEConfig, preset),
-            'hyperclip': get_preset(HyperClipConfig, preset), 'hyperldm': get_preset(DiffusionConfig, preset),
-            'metadiff': get_preset(MetaDiffConfig, preset), 'bridge': get_preset(BridgeConfig, preset)}
+    if 'control' in (preset, (overrides or {}).get('data')) and dataset not in CONTROL_HOSTS:
+        raise ConfigError(f"config 'control' (the planted world, built in memory) cannot be hosted by dataset {dataset!r}, which "
+                          f"reads a data folder with a pretrained CLIP; use dataset {CONTROL_HOSTS[0]!r} (the default) with it, "
+                          f"or another config with {dataset!r}")
+    classes = {'data': MetaShapesConfig, 'clip': ClipConfig, 'adapter': AdapterConfig, 'multitask': MultitaskConfig,
+               'maml': MamlConfig, 'cond_multitask': CondMultitaskConfig, 'film': FilmConfig, 'hnet': HNetConfig,
+               'precompute': PrecomputeConfig, 'hvae': HVAEConfig, 'hyperclip': HyperClipConfig, 'hyperldm': DiffusionConfig,
+               'metadiff': MetaDiffConfig, 'bridge': BridgeConfig}
+    cfgs = {k: _stage_preset(k, c, preset) for k, c in classes.items()}
     if preset == 'paper' and dataset == 'metashapes':   # the paper's CLIP needs Meta-VQA; keep the tiny CLIP here
         cfgs['clip'] = ClipConfig.default()
     for stage, p in (overrides or {}).items():
         if stage not in cfgs: raise ConfigError(f"unknown stage {stage!r} in the overrides; choose from {list(cfgs)}")
-        cfgs[stage] = get_preset(type(cfgs[stage]), p)
+        cfgs[stage] = _stage_preset(stage, classes[stage], p)
     for k in ('multitask', 'maml', 'cond_multitask', 'film', 'hnet'): cfgs[k] = cfgs[k].replace(hidden=cfgs['adapter'].hidden)
     return schedule_configs(cfgs, schedule)
 
@@ -456,3 +465,39 @@ class BridgeConfig(ConfigBase):
     def tiny(cls): return cls(T=50, width=32, temb=16, gate_hidden=16, steps=150, batch=32, k_max=3, sample_steps=5)
     @classmethod
     def paper(cls): return cls(steps=1000 * 300, batch=32, lr=2.5e-4)
+
+# %% ../nbs/12f_control.ipynb #c2db3273
+@dataclass
+class PlantedConfig(ConfigBase):
+    "The planted control world (`12f_control`): each task rotates the image features by its own angle, which its question fixes."
+    d: int = 8                     # feature width of images, prompts and questions (even: rotations act on d/2 planes)
+    answers: int = 4               # A answer prompts, shared by every task (chance: 1/A)
+    angle: float = 180.0           # tasks rotate by θ ~ U[-angle, angle] degrees; 180: the whole circle
+    n_tasks: int = 200             # tasks over both splits
+    test_frac: float = 0.25        # share of the tasks held out as meta-test (the last ones drawn)
+    support_per_answer: int = 5    # support pairs of every answer in every task
+    query_per_answer: int = 5      # query pairs of every answer in every task
+    n_images: int = 2000           # the shared pool of unit image features
+    q_noise: float = 0.05          # noise on the question embedding q_τ = M u_τ (as a norm)
+    label_noise: float = 0.0       # share of the labels replaced by a uniformly drawn answer
+    seed: int = 0                  # the world's draw (and its split); a run's seed does not change it
+    def validate(self):
+        self.check_positive('d', 'angle', 'n_tasks', 'support_per_answer', 'query_per_answer', 'n_images')
+        if self.d % 2: self._fail('d', 'must be even: the rotations act on d/2 planes')
+        if self.answers < 2: self._fail('answers', 'must be >= 2: a task with one answer has nothing to classify')
+        self.check_range('angle', 0, 180, lo_open=True)
+        self.check_range('test_frac', 0, 1, lo_open=True, hi_open=True)
+        self.check_nonneg('q_noise'); self.check_range('label_noise', 0, 1, hi_open=True)
+        if (n_test := round(self.test_frac * self.n_tasks)) < 1 or n_test >= self.n_tasks:
+            self._fail('test_frac', f'with n_tasks={self.n_tasks} leaves {n_test} meta-test tasks; both splits need one')
+        if (need := self.answers * (self.support_per_answer + self.query_per_answer)) > self.n_images:
+            self._fail('n_images', f'a task takes answers * (support_per_answer + query_per_answer) = {need} pool images; raise n_images')
+    @property
+    def hidden(self) -> int: return 2 * self.d   # the teachers' adapter width h
+
+CONTROL_STAGES = {   # stage -> the fields the 'control' preset sets on top of the stage's tiny preset (`ConfigBase.control`)
+    'adapter': dict(hidden=16, oracle_steps=300, oracle_lr=3e-2),   # h = 2d, the teachers' width; the oracle's recipe chosen on meta-train tasks
+    'hnet': dict(latent=4, epochs=30, meta_batch=16, lr=3e-3, inner_steps=(5, 5)),   # the tiny lr 1e-2 collapses some seeds' latent space
+    'hyperclip': dict(guide_lr=0.05),   # the tiny 1e-3 moves z by at most 0.05 in S <= 50 steps; S itself is chosen on validation tasks
+}
+CONTROL_HOSTS = ('metashapes',)   # the datasets whose path builds a world in memory: the only ones that can host the planted world

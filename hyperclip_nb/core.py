@@ -134,7 +134,8 @@ def device_trap(trap:str='meta'):
         for n, f in saved.items(): setattr(torch, n, f)
 
 # %% ../nbs/00_core.ipynb #6f6a9d2b
-PRESETS = ('tiny', 'default', 'paper', 'v1')   # 'v1': the 0.2.0 world (Meta-Shapes v1) and its tiny CLIP
+PRESETS = ('tiny', 'default', 'paper', 'v1', 'control')   # 'v1': the 0.2.0 world (Meta-Shapes v1) and its tiny CLIP;
+                                                        # 'control': the planted world of 12f_control, tiny stages
 
 _SIMPLE = {'int': int, 'float': (int, float), 'str': str, 'bool': bool, 'None': type(None),
            'list': list, 'tuple': (list, tuple), 'dict': dict}
@@ -243,9 +244,11 @@ class ConfigBase:
     def paper(cls): return cls.default()
     @classmethod
     def v1(cls): return cls.default()
+    @classmethod
+    def control(cls): return cls.tiny()   # the planted control world's stages start from the tiny ones (`configs.CONTROL_STAGES`)
 
 def get_preset(cls, name:str):
-    "The preset `name` ('tiny', 'default', 'paper' or 'v1') of config class `cls`."
+    "The preset `name` ('tiny', 'default', 'paper', 'v1' or 'control') of config class `cls`."
     if name not in PRESETS: raise ConfigError(f"unknown preset {name!r} for {cls.__name__}; choose one of {list(PRESETS)}")
     return getattr(cls, name)()
 

@@ -96,8 +96,16 @@ def vqa_features(data_root:str|Path, clip:ClipConfig, device:str|torch.device='c
 def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:dict|None=None,
                      device:str|torch.device='cpu') -> Features:
     """Build (or load from the cache) the dataset and its frozen CLIP features on `device`, timing each stage. On
-    Meta-VQA an extraction interrupted here, or left by `vqa_features`, continues from its shards."""
+    Meta-VQA an extraction interrupted here, or left by `vqa_features`, continues from its shards. A planted data
+    config (`PlantedConfig`, the 'control' preset) builds the planted world's features in memory instead (`12f_control`):
+    no images, no CLIP; only a dataset of `CONTROL_HOSTS` hosts it."""
     timings, device = {} if timings is None else timings, torch.device(device)
+    if isinstance(cfgs.get('data'), PlantedConfig):
+        if dataset not in CONTROL_HOSTS:
+            raise ConfigError(f"the planted world (data: PlantedConfig) cannot be hosted by dataset {dataset!r}; "
+                              f"run it with dataset {CONTROL_HOSTS[0]!r}: Run(stage_configs('control'), seed)")
+        from hyperclip_nb.control import planted_features
+        with timed(timings, 'features'): return planted_features(cfgs['data'], device=device)
     if dataset == 'metashapes':
         with timed(timings, 'data'): ms.meta_shapes(cfgs['data'])
         with timed(timings, 'clip'): load_clip(cfgs['clip'], cfgs['data'], device=device)

@@ -13,10 +13,10 @@ from .core import *
 from .metadiff import plot_accuracy_vs_shots
 
 # %% auto #0
-__all__ = ['CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'WORLD_NAMES', 'results_markdown', 'plot_n_shot',
-           'plot_guidance_sweep', 'plot_few_shot', 'save_figure', 'load_results', 'paper_comparison', 'plot_methods',
-           'plot_task_classification', 'plot_results', 'compare_results', 'comparison_markdown', 'paper_claim',
-           'readme_results', 'world_name', 'results_section', 'update_readme']
+__all__ = ['CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'WORLD_NAMES', 'CONTROL_WORLD', 'results_markdown',
+           'plot_n_shot', 'plot_guidance_sweep', 'plot_few_shot', 'save_figure', 'load_results', 'paper_comparison',
+           'plot_methods', 'plot_task_classification', 'plot_results', 'compare_results', 'comparison_markdown',
+           'paper_claim', 'readme_results', 'world_name', 'results_section', 'update_readme']
 
 # %% ../nbs/12b_report.ipynb #0d8795ed
 def _pct(x): return '—' if x is None else f'{100 * x:.2f}'
@@ -26,7 +26,8 @@ CHOICE_SYMBOLS = {'gamma': 'γ', 'eta': 'η', 'guide_steps': 'S'}
 def results_markdown(res:dict) -> str:
     "The paper-style table of a results dict, as Markdown."
     ov = ', '.join(f'{k} = {v}' for k, v in res.get('overrides', {}).items())
-    lines = [f"# Zero-shot results: {res['dataset']} ({res['config']} config{'; ' + ov if ov else ''})", '',
+    where = CONTROL_WORLD if world_name(res) == CONTROL_WORLD else res['dataset']   # the planted world is not Meta-Shapes
+    lines = [f"# Zero-shot results: {where} ({res['config']} config{'; ' + ov if ov else ''})", '',
              f"Mean over {len(res['seeds'])} seed(s) {res['seeds']} ± sample std; accuracy (%) is per-task query "
              "accuracy averaged over meta-test tasks. " + (lambda t: t[:1].upper() + t[1:])(res.get('seed_scope', '')) + '.', '',
              'Few-shot: the same weights after 10 steps of SGD (lr 0.1) on the whole support set (method §8).', '',
@@ -306,9 +307,11 @@ def readme_results(res:dict) -> str:
 
 # %% ../nbs/12b_report.ipynb #f5f3722e
 WORLD_NAMES = {'v1': 'Meta-Shapes v1', 'v2': 'Meta-Shapes 2'}
+CONTROL_WORLD = 'the planted control world'   # the name of the 'control' config's world (12f_control)
 
 def world_name(res:dict) -> str:
-    "The dataset of a results dict as the prose names it (`Meta-Shapes 2`, `Meta-Shapes v1`, or its `dataset` key)."
+    "The dataset of a results dict as the prose names it (`Meta-Shapes 2`, `Meta-Shapes v1`, the planted control world, or its `dataset` key)."
+    if 'control' in (res.get('config'), res.get('overrides', {}).get('data')): return CONTROL_WORLD
     w = res.get('configs', {}).get('data', {}).get('world')
     return WORLD_NAMES.get(w, res['dataset']) if res['dataset'] == 'metashapes' else res['dataset']
 

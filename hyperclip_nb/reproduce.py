@@ -149,7 +149,9 @@ def reproduce(dataset:str='metashapes', preset:str='default', seeds:int|list=3, 
            'calibration': calibration(results, (1 / (runs[seeds[0]].features().splits['meta_test'].prompts >= 0).sum(1).float()).mean().item()),
            'n_tasks': {k: len(v.questions) for k, v in runs[seeds[0]].features().splits.items()},
            'configs': {k: v.to_dict() for k, v in cfgs.items()},
-           'seed_scope': ('seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
+           'seed_scope': ('seeds vary method training; the planted world is fixed by its config and has no CLIP'
+                          if isinstance(cfgs['data'], PlantedConfig) else
+                          'seeds vary method training and the tiny CLIP (ClipConfig.seed = the method seed); the world is '
                           'fixed by its config' if cfgs['clip'].model == 'tiny' else
                           'seeds vary method training; the dataset and the pretrained CLIP are fixed'),
            'versions': versions(device)}
