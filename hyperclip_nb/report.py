@@ -327,6 +327,12 @@ def results_section(res:dict,                              # a results dict (`lo
              f"open_clip {ver('open_clip')}; {v.get('machine', 'machine not recorded')}); the files are in "
              f"[`nbs/{run_dir}`]({prefix}{run_dir}). Zero-shot: the weights a method makes from the question alone. "
              "Few-shot: the same start after fine-tuning on the task's support set.")
+    h, l = res.get('configs', {}).get('hnet', {}), res.get('configs', {}).get('hyperldm', {})
+    if h.get('latent'):   # which HNet and HyperLDM made the guided rows
+        intro += (f" The HNet: a {h['latent']}-number latent, at most {h['epochs']} meta-epochs, the checkpoint of its best "
+                  f"{h.get('val_metric', 'zero_shot').replace('_', '-')} validation accuracy")
+        intro += (f"; HyperLDM: {'whitened principal' if l.get('coords', 'dim') == 'pca' else 'per-axis standardized'} "
+                  f"coordinates, a {l.get('width', '?')}-wide denoiser." if l else '.')
     out = ['## Results', '', intro, '', readme_results(res).rstrip('\n'), '',
            f"![Meta-test accuracy of every method, the guidance sweep, the n-shot curves and HyperCLIP's task "
            f"classification]({prefix}{run_dir}/comparison.png)", '']
