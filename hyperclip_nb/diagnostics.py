@@ -188,35 +188,37 @@ def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=
 
 # %% ../nbs/12a_diagnostics.ipynb #8516b25f
 ABLATION_COLUMNS = {'G(z0)': 'G(z0)', 'latent ceiling': 'ceiling', 'latent ceiling, Adam 300': '+ Adam 300',
-                    'uncond_hnet_maml:few': 'uncond HNet-MAML (few-shot)', 'cond_hnet_maml': 'cond HNet-MAML',
+                    'cond_hnet_maml': 'cond HNet-MAML',
                     'cond_hnet_maml:few': 'cond HNet-MAML (few-shot)', 'hnet_hyperclip': 'HNet + HyperCLIP',
                     'hnet_hyperldm': 'HNet + HyperLDM', 'hnet_hyperldm[w128]': 'HyperLDM, width 128',
                     'hnet_hyperldm[release]': 'HyperLDM, width 128, per-axis coords',
                     'uncond_hvae': 'HVAE', 'hvae_hyperclip': 'HVAE + HyperCLIP', 'hvae_hyperldm': 'HVAE + HyperLDM'}
 
-def ablation_stats(res:dict) -> dict:
-    """{cell: {'latent', 'epochs', 'kept' (the HNet's kept epoch per seed), 'n', 'mean': {column: %}, 'std': {column: %}}}
-    of an `hnet_ablation` file, plus '_refs': the reference rows' mean over every seed (they do not depend on the HNet).
-    A column 'row:few' is the row's few-shot accuracy; 'val.row' its accuracy on the validation tasks."""
-    out, refs = {}, {r: [] for r in ABLATION_REFS}
+def ablation_stats(res:dict, seeds=None) -> dict:
+    """{cell: {'latent', 'epochs', 'kept' (the HNet's kept epoch per seed), 'n', 'mean': {column: %}, 'std': {column: %},
+    'count': {column: seeds}}} of an `hnet_ablation` file, over `seeds` (default: every seed a cell has), plus '_refs':
+    the reference rows' mean over those seeds (they do not depend on the HNet). A column 'row:few' is the row's
+    few-shot accuracy; 'val.row' its accuracy on the validation tasks."""
+    out, refs = {}, {r: {} for r in ABLATION_REFS}     # refs: row -> {seed: accuracy}, the same in every cell of a seed
     for name, cell in res['cells'].items():
-        seeds = list(cell['per_seed'].values())
-        if not seeds: continue
+        runs = [(s, c) for s, c in cell['per_seed'].items() if seeds is None or int(s) in set(seeds)]
+        if not runs: continue
         vals = {}
-        for c in seeds:
+        for s, c in runs:
             for k, v in c['zero_shot'].items(): vals.setdefault(k, []).append(100 * v)
             for k, v in c['few_shot'].items(): vals.setdefault(f'{k}:few', []).append(100 * v)
-            for r in ABLATION_REFS: refs[r].append(100 * c['zero_shot'][r])
-        out[name] = {'latent': cell['latent'], 'epochs': cell['epochs'], 'n': len(seeds),
-                     'kept': [c['info']['hnet_best_epoch'] for c in seeds],
+            for r in ABLATION_REFS: refs[r][s] = 100 * c['zero_shot'][r]
+        runs = [c for _, c in runs]
+        out[name] = {'latent': cell['latent'], 'epochs': cell['epochs'], 'n': len(runs),
+                     'kept': [c['info']['hnet_best_epoch'] for c in runs],
                      'mean': {k: float(np.mean(v)) for k, v in vals.items()}, 'count': {k: len(v) for k, v in vals.items()},
                      'std': {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in vals.items()}}
-    out['_refs'] = {r: float(np.mean(v)) for r, v in refs.items() if v}
+    out['_refs'] = {r: float(np.mean(list(v.values()))) for r, v in refs.items() if v}
     return out
 
-def ablation_markdown(res:dict, columns=None) -> str:
+def ablation_markdown(res:dict, columns=None, seeds=None) -> str:
     "The ablation as a Markdown table: one line per cell (latent width, epoch cap, epochs kept), mean ± std over seeds (%)."
-    st = ablation_stats(res); refs = st.pop('_refs')
+    st = ablation_stats(res, seeds); refs = st.pop('_refs')
     cols = [c for c in (columns or ABLATION_COLUMNS) if any(c in s['mean'] for s in st.values())]
     head = '| HNet (k, epoch cap; epoch kept per seed) | ' + ' | '.join(ABLATION_COLUMNS.get(c, c) for c in cols) + ' |'
     lines = [head, '|---|' + '---|' * len(cols)]
@@ -225,7 +227,7 @@ def ablation_markdown(res:dict, columns=None) -> str:
                           + (f" ({s['count'][c]} seed{'s' * (s['count'][c] > 1)})" if s['count'][c] < s['n'] else ''))
         lines.append(f"| k = {s['latent']}, ≤ {s['epochs']} ({', '.join(map(str, s['kept']))}; {s['n']} seed{'s' * (s['n'] > 1)}) | "
                      + ' | '.join(cell(c) for c in cols) + ' |')
-    return '\n'.join(lines) + '\n\n' + ', '.join(f"{r}: {v:.1f}" for r, v in refs.items()) + ' (mean over every seed of the table).\n'
+    return '\n'.join(lines) + '\n\n' + ', '.join(f"{r}: {v:.1f}" for r, v in refs.items()) + ' % (mean over the seeds of the table).\n'
 
 def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyperldm[release]', 'hnet_hyperclip', 'G(z0)'), axes=None):
     """One panel per latent width: each row's meta-test accuracy against the epoch cap (mean ± std over seeds), with
