@@ -104,7 +104,7 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
         if dataset not in CONTROL_HOSTS:
             raise ConfigError(f"the planted world (data: PlantedConfig) cannot be hosted by dataset {dataset!r}; "
                               f"run it with dataset {CONTROL_HOSTS[0]!r}: Run(stage_configs('control'), seed)")
-        from hyperclip_nb.control import planted_features
+        from hyperclip_nb.planted import planted_features
         with timed(timings, 'features'): return planted_features(cfgs['data'], device=device)
     if dataset == 'metashapes':
         with timed(timings, 'data'): ms.meta_shapes(cfgs['data'])
