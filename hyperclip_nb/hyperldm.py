@@ -38,19 +38,21 @@ def latent_coords(lat:Latents, coords:str='pca', rel_tol:float=1e-6) -> tuple[to
     with z = mu + x @ basis. 'dim': each dimension standardized (basis = diag(sigma), r = k). 'pca': the principal
     components of the centred latents, each scaled to unit variance, keeping the r directions whose variance exceeds
     `rel_tol` times the largest (the rest carry no data): uncorrelated coordinates of equal scale, whatever the shape
-    of the cloud. Computed in float64 and returned in the latents' dtype."""
+    of the cloud. Computed in float64 on the CPU (MPS has no float64; it is one small eigendecomposition) and returned
+    in the latents' dtype, on their device."""
     if coords not in COORDS: raise ConfigError(f"coords {coords!r}: choose one of {list(COORDS)}")
     if coords == 'dim':
         x0, cond, mu, sigma = standardize(lat)
         return x0, cond, mu, torch.diag(sigma)
-    z = lat.latents.flatten(0, 1); zd = z.double()
+    z = lat.latents.flatten(0, 1); zd = z.detach().to('cpu', torch.float64)
     mu = zd.mean(0)
     ev, U = torch.linalg.eigh(torch.cov((zd - mu).T).reshape(z.shape[1], z.shape[1]))   # ascending eigenvalues
     ev, U = ev.flip(0), U.flip(1)
     r = max(1, int((ev > rel_tol * ev[0].clamp(min=1e-30)).sum()))
     basis = ev[:r].clamp(min=1e-30).sqrt()[:, None] * U[:, :r].T            # [r, k]: row i = sqrt(λ_i) u_i
     x0 = (zd - mu) @ U[:, :r] / ev[:r].clamp(min=1e-30).sqrt()
-    return x0.to(z.dtype), lat.questions().flatten(0, 1), mu.to(z.dtype), basis.to(z.dtype)
+    back = lambda t: t.to(z.device, z.dtype)
+    return back(x0), lat.questions().flatten(0, 1), back(mu), back(basis)
 
 @dataclass
 class HyperLDM:
