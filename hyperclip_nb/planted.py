@@ -4,9 +4,11 @@
 
 # %% ../nbs/04b_planted.ipynb #e0b6d36c
 from __future__ import annotations
-import math, dataclasses
+import math, time, dataclasses
 from dataclasses import dataclass
+import numpy as np
 import torch
+import torch.nn.functional as F
 from .core import *
 from .configs import *
 from .clip_features import Features, SplitIndex
