@@ -24,6 +24,7 @@ def run(cache:str, every:str, log:str, stop_stage:str|None=None, stop_after:int=
     os.environ['HYPERCLIP_NB_CACHE'], os.environ['HYPERCLIP_NB_CHECKPOINT_EVERY'] = cache, every
     sys.stderr = open(log, 'a', buffering=1)    # the resume, interrupt and warning lines the test reads
     torch.set_num_threads(1)                    # the same arithmetic in every run: bitwise-equal results
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal, whatever the parent (an xdist worker) left
     if stop_stage is not None:
         save, saved = training.save_checkpoint, [0]
         def save_then_signal(path, state):
