@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from .clip_adapter import adapter_logits, flatten, chunk_accuracy
 from .planted import *
-from .planted import _teacher_labels
 
 # %% auto #0
 __all__ = ['CONTROL_ROWS', 'GUIDED_STARTS', 'CONTROL_MARGIN', 'control_results', 'control_markdown', 'write_control_results']
