@@ -123,7 +123,8 @@ ABLATION_ROWS = ('uncond_hnet_maml', 'cond_hnet_maml', 'hnet_hyperclip', 'hnet_h
 ABLATION_REFS = ('cond_multitask', 'oracle_finetune')    # the lines the cells are read against (no HNet in them)
 
 def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_ROWS, adam_steps:int=300,
-                  dataset:str='metashapes', data_root:str|None=None, ldm_variants:dict|None=None) -> dict:
+                  dataset:str='metashapes', data_root:str|None=None, ldm_variants:dict|None=None,
+                  expect:dict|None=None) -> dict:
     """One cell of the HNet ablation: the `preset`'s stages with an HNet of latent width `latent` trained for at most
     `epochs` meta-epochs (its checkpoint chosen by `HNetConfig.val_metric`), seed `seed`. Returns {'zero_shot': {row:
     mean meta-test accuracy}, 'few_shot': {row: the same after the few-shot SGD} for `rows` and `ABLATION_REFS`, plus
@@ -132,7 +133,8 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
     `ldm_variants` {name: {DiffusionConfig field: value}}: HyperLDM is also trained with those fields changed, giving
     rows 'hnet_hyperldm[name]' and 'val.hnet_hyperldm[name]' (its accuracy on the validation tasks at the γ, η chosen
     there), beside 'val.hnet_hyperldm' of the preset's own. Every stage goes through the cache, so a cell shared with
-    another table (the default run) is built once."""
+    another table (the default run) is built once. `expect` {'G(z0)': .., 'latent ceiling': ..}, a cell scored before:
+    the HNet rebuilt now must give the same two numbers (to 1e-6), or the cell stops before any row is trained."""
     if unknown := [r for r in rows if r not in METHODS]: raise ConfigError(f"ablation_cell: unknown rows {unknown}; choose from {list(METHODS)}")
     t0 = time.perf_counter()
     cfgs = stage_configs(preset, dataset)
@@ -144,6 +146,10 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
     with torch.no_grad():
         zero['G(z0)'] = query_accuracy(G(run.hnet().z0.detach().expand(len(tb), -1)), tb).mean().item()
         zero['latent ceiling'] = query_accuracy(G(lat.oracle_meta_test), tb).mean().item()
+    if bad := [k for k, v in (expect or {}).items() if abs(zero[k] - v) > 1e-6]:
+        raise ConfigError(f"ablation cell k={latent}, ≤{epochs} epochs, seed {seed}: the HNet built now is not the one the "
+                          f"cell was scored with ({', '.join(f'{k} {expect[k]:.4f} then, {zero[k]:.4f} now' for k in bad)}); "
+                          "another machine or thread count trains other bits. Score the cell whole: delete it from the file")
     if adam_steps:
         z = finetune(lat.oracle_meta_test, tb, adam_steps, 1e-2, 'adam', decode=G)
         with torch.no_grad(): zero[f'latent ceiling, Adam {adam_steps}'] = query_accuracy(G(z), tb).mean().item()
@@ -163,26 +169,34 @@ def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=
                   rows=ABLATION_ROWS, adam_steps:int=300, ldm_variants:dict|None=None) -> dict:
     """Every cell (latent width × epoch cap × seed) of `ablation_cell`, written to the JSON file `out` (atomically,
     after each cell) and read back from it: cells already there are not run again, so an interrupted ablation goes on
-    where it stopped; a file of other settings (preset, its stage configs, rows) is refused. Returns the file's content:
-    {'preset', 'rows', 'adam_steps', 'configs', 'cells': {'k32_e10': {'latent', 'epochs', 'per_seed':
-    {seed: cell}}}}."""
+    where it stopped. Asked for rows a file lacks, it scores each cell already there on those rows only and adds them
+    (after checking with `ablation_cell`'s `expect` that the cache rebuilds the same HNet); a file of other settings
+    (preset, its stage configs, Adam steps) is refused. Returns the file's content: {'preset', 'rows', 'adam_steps',
+    'configs', 'cells': {'k32_e10': {'latent', 'epochs', 'per_seed': {seed: cell}}}}."""
     out = Path(out)
     for name, v in (('latents', latents), ('epochs', epochs)):
         if not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
             raise ConfigError(f"hnet_ablation: {name}={list(v)} must be positive integers, e.g. (32, 128) and (10, 50)")
     cfgs = {k: v.to_dict() for k, v in stage_configs(preset).items() if k not in ('data', 'clip')}   # what the cells vary around
-    head = {'preset': preset, 'rows': list(rows), 'adam_steps': adam_steps, 'configs': cfgs}
-    res = json.loads(out.read_text()) if out.exists() else head | {'cells': {}}
+    head = {'preset': preset, 'adam_steps': adam_steps, 'configs': cfgs}
+    res = json.loads(out.read_text()) if out.exists() else head | {'rows': [], 'cells': {}}
     if (old := {k: res.get(k) for k in head}) != head:
         raise ConfigError(f"{out} holds an ablation of other settings ({', '.join(k for k in head if old[k] != head[k])} "
                           f"differ): write this one to another file, or delete that one to run it again")
+    res['rows'] = list(dict.fromkeys([*res['rows'], *rows]))
+    def save(): out.parent.mkdir(parents=True, exist_ok=True); atomic_write_json(out, res)
     for s in seeds:                     # seed by seed: an interrupted ablation leaves whole seeds behind it
         for k in latents:
             for e in epochs:
                 cell = res['cells'].setdefault(f'k{k}_e{e}', {'latent': k, 'epochs': e, 'per_seed': {}})
-                if str(s) in cell['per_seed']: continue
-                cell['per_seed'][str(s)] = ablation_cell(preset, k, e, s, rows, adam_steps, ldm_variants=ldm_variants)
-                out.parent.mkdir(parents=True, exist_ok=True); atomic_write_json(out, res)
+                if (have := cell['per_seed'].get(str(s))) is None:
+                    cell['per_seed'][str(s)] = ablation_cell(preset, k, e, s, rows, adam_steps, ldm_variants=ldm_variants)
+                elif missing := [r for r in rows if r not in have['zero_shot']]:     # add rows to a cell scored before
+                    new = ablation_cell(preset, k, e, s, missing, 0, expect={c: have['zero_shot'][c] for c in ('G(z0)', 'latent ceiling')})
+                    for part in ('zero_shot', 'few_shot', 'info'): have[part] = new[part] | have[part]
+                    have['seconds'] += new['seconds']
+                else: continue
+                save()
     return res
 
 
