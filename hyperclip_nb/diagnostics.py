@@ -134,7 +134,7 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
     rows 'hnet_hyperldm[name]' and 'val.hnet_hyperldm[name]' (its accuracy on the validation tasks at the γ, η chosen
     there), beside 'val.hnet_hyperldm' of the preset's own. Every stage goes through the cache, so a cell shared with
     another table (the default run) is built once. `expect` {'G(z0)': .., 'latent ceiling': ..}, a cell scored before:
-    the HNet rebuilt now must give the same two numbers (to 1e-6), or the cell stops before any row is trained."""
+    the HNet and latents rebuilt now must give the same two numbers (to 1e-6), or the cell stops before any row is trained."""
     if unknown := [r for r in rows if r not in METHODS]: raise ConfigError(f"ablation_cell: unknown rows {unknown}; choose from {list(METHODS)}")
     t0 = time.perf_counter()
     cfgs = stage_configs(preset, dataset)
@@ -147,8 +147,8 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
         zero['G(z0)'] = query_accuracy(G(run.hnet().z0.detach().expand(len(tb), -1)), tb).mean().item()
         zero['latent ceiling'] = query_accuracy(G(lat.oracle_meta_test), tb).mean().item()
     if bad := [k for k, v in (expect or {}).items() if abs(zero[k] - v) > 1e-6]:
-        raise ConfigError(f"ablation cell k={latent}, ≤{epochs} epochs, seed {seed}: the HNet built now is not the one the "
-                          f"cell was scored with ({', '.join(f'{k} {expect[k]:.4f} then, {zero[k]:.4f} now' for k in bad)}); "
+        raise ConfigError(f"ablation cell k={latent}, ≤{epochs} epochs, seed {seed}: the HNet or latents built now are not "
+                          f"those the cell was scored with ({', '.join(f'{k} {expect[k]:.4f} then, {zero[k]:.4f} now' for k in bad)}); "
                           "another machine or thread count trains other bits. Score the cell whole: delete it from the file")
     if adam_steps:
         z = finetune(lat.oracle_meta_test, tb, adam_steps, 1e-2, 'adam', decode=G)
