@@ -19,7 +19,7 @@ from .clip_features import Features, TaskBatch
 from .clip_adapter import adapter_size, support_loss, query_accuracy, clip_rows_, finetune, few_shot_accuracy, task_chunks, over_chunks, MAX_ROWS
 from .meta_learning import (weight_generator, meta_batches, meta_train, draw_steps, task_loss, clip_norm,
                                         split_roles, synthetic_tasks, validation_split, TASK_DIMS)
-from .meta_shapes_v1 import FAMILY_BY_NAME
+from .meta_shapes import families_of
 
 # %% auto #0
 __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'latent_inner_loop', 'hnet_meta_grad',
@@ -340,9 +340,10 @@ def plot_losses(hist:dict,   # name -> per-epoch values
     ax.set(xlabel=xlabel, ylabel=ylabel)
     return ax
 
-def question_kind(family) -> str:
-    "What a task's question asks: the Meta-Shapes family's attribute ('colour', 'count', ...), else the family as text."
-    return FAMILY_BY_NAME[family].asks if family in FAMILY_BY_NAME else str(family)
+def question_kind(family, world:str='v2') -> str:
+    """What a task's question asks: the kind of its question family in the Meta-Shapes `world` ('colour', 'shape',
+    'size', 'pos', 'count', 'rel'), else the family as text (a Meta-VQA question type)."""
+    return {f.name: f.kind for f in families_of(world)}.get(family, str(family))
 
 def pca_2d(z:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "(coordinates [n, 2] on the first two principal components, their explained variance ratios [2]) of z [n, k]."
@@ -352,12 +353,12 @@ def pca_2d(z:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def plot_latent_pca(z:torch.Tensor,   # [n, k] latents
                     families:list,    # n family names (e.g. `feats.splits['meta_train'].families`)
-                    ax=None, title:str='', **kwargs):
+                    ax=None, title:str='', world:str='v2', **kwargs):
     "Scatter of z on its first two principal components, coloured by `question_kind`; returns the Axes."
     import matplotlib.pyplot as plt, seaborn as sns
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.5))
     xy, var = pca_2d(z.detach().double())
-    kinds = [question_kind(f) for f in families]
+    kinds = [question_kind(f, world) for f in families]
     sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=kinds, hue_order=sorted(set(kinds)), s=12, linewidth=0, ax=ax, **kwargs)
     ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title=title)
     return ax
