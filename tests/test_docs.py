@@ -70,3 +70,19 @@ def test_notebook_map_lists_every_notebook():
         want.append((p.stem, f'hyperclip_nb.{m[1]}' if m else ''))
     assert _map_rows(README, 'nbs/') == want
     assert _map_rows(_index_cell('## Notebook map'), '') == want
+
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+BAR = re.compile(r'\d+/\d+ \[[\d:]+<[\d:?]+, ')       # a tqdm line: " 12/50 [00:03<00:07, "
+
+def test_notebooks_store_no_widget_state_or_progress_bars():
+    "Stored outputs hold what a lesson shows: no ipywidgets state (it renders nowhere outside a live kernel) and no progress bars."
+    bad = []
+    for p in sorted((ROOT/'nbs').glob('*.ipynb')):
+        nb = json.loads(p.read_text())
+        if 'widgets' in nb.get('metadata', {}): bad.append(f"{p.name}: metadata.widgets")
+        for i, c in enumerate(nb['cells']):
+            for o in c.get('outputs', []):
+                text = ''.join(o.get('text', '')) + ''.join(o.get('data', {}).get('text/plain', ''))
+                if WIDGET in o.get('data', {}): bad.append(f"{p.name} cell {i}: widget output")
+                elif BAR.search(text): bad.append(f"{p.name} cell {i}: progress bar")
+    assert not bad, "strip these (python scripts/strip_widgets.py):\n" + '\n'.join(bad)
