@@ -243,7 +243,8 @@ def ablation_markdown(res:dict, columns=None, seeds=None) -> str:
                      + ' | '.join(cell(c) for c in cols) + ' |')
     return '\n'.join(lines) + '\n\n' + ', '.join(f"{r}: {v:.1f}" for r, v in refs.items()) + ' % (mean over the seeds of the table).\n'
 
-def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyperldm[release]', 'hnet_hyperclip', 'G(z0)'), axes=None):
+def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyperldm[release]', 'hnet_hyperclip', 'G(z0)',
+                                  'hvae_hyperldm'), axes=None):
     """One panel per latent width: each row's meta-test accuracy against the epoch cap (mean ± std over seeds), with
     conditional multitask and the oracle as horizontal lines. Returns the axes."""
     import matplotlib.pyplot as plt
