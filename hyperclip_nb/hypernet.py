@@ -353,12 +353,14 @@ def pca_2d(z:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def plot_latent_pca(z:torch.Tensor,   # [n, k] latents
                     families:list,    # n family names (e.g. `feats.splits['meta_train'].families`)
-                    ax=None, title:str='', world:str='v2', **kwargs):
-    "Scatter of z on its first two principal components, coloured by `question_kind`; returns the Axes."
+                    ax=None, title:str='', world:str='v2', legend:bool=True, **kwargs):
+    "Scatter of z on its first two principal components, coloured by `question_kind` (legend outside, right); returns the Axes."
     import matplotlib.pyplot as plt, seaborn as sns
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.5))
     xy, var = pca_2d(z.detach().double())
     kinds = [question_kind(f, world) for f in families]
-    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=kinds, hue_order=sorted(set(kinds)), s=12, linewidth=0, ax=ax, **kwargs)
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=kinds, hue_order=sorted(set(kinds)), s=12, linewidth=0, ax=ax,
+                    legend='auto' if legend else False, **kwargs)
+    if legend: sns.move_legend(ax, 'upper left', bbox_to_anchor=(1.01, 1), frameon=False, title='asks')
     ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title=title)
     return ax
