@@ -259,9 +259,9 @@ def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyper
             ax.errorbar(xs, [s['mean'][r] for s in cells], yerr=[s['std'][r] or 0 for s in cells], marker='o', capsize=3,
                         label=ABLATION_COLUMNS.get(r, r), color=plt.cm.tab10(j))
         for r, ls in (('cond_multitask', '--'), ('oracle_finetune', ':')):
-            if r in refs: ax.axhline(refs[r], ls=ls, color='k', lw=1, label=r)
+            if r in refs: ax.axhline(refs[r], ls=ls, color='k', lw=1, label={'cond_multitask': 'conditional multitask', 'oracle_finetune': 'oracle'}[r])
         ax.set(xlabel='epoch cap of the HNet', xticks=xs, title=f'latent width k = {k}')
-    axes[0].set_ylabel('meta-test accuracy (%)'); axes[-1].legend(fontsize=7, loc='lower right')
+    axes[0].set_ylabel('meta-test accuracy (%)'); axes[-1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)
     plt.tight_layout(); return axes
 
 
