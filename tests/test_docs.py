@@ -61,13 +61,22 @@ def _map_rows(text:str, prefix:str) -> list:
     sec = sec[:sec.index('## Running on Meta-VQA')] if '## Running on Meta-VQA' in sec else sec
     return [(m[1], m[2]) for m in re.finditer(rf'^\| \[(\w+)\]\({re.escape(prefix)}\1\.ipynb\) \| `?([\w.]*)`? \|', sec, re.M)]
 
+def _sidebar() -> list:
+    "[(section title, [entries])] of nbs/sidebar.yml, the docs site's learner's order ('' for entries outside a section)."
+    import yaml
+    out = []
+    for e in yaml.safe_load((ROOT/'nbs/sidebar.yml').read_text())['website']['sidebar']['contents']:
+        if isinstance(e, str): out.append(('', [e]))
+        else: out.append((e['section'], list(e['contents'])))
+    return out
+
 def test_notebook_map_lists_every_notebook():
-    "README's and the docs home's notebook maps list every notebook, in file order, with the module it exports."
+    "README's and the docs home's notebook maps list every notebook in the sidebar's order, with the module it exports."
     want = [('index', '')]
-    for p in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
-        src = ''.join(json.loads(p.read_text())['cells'][0]['source'])
+    for e in [e for _, es in _sidebar() for e in es if e.endswith('.ipynb') and e != 'index.ipynb']:
+        src = ''.join(json.loads((ROOT/'nbs'/e).read_text())['cells'][0]['source'])
         m = re.search(r'#\| default_exp (\w+)', src)
-        want.append((p.stem, f'hyperclip_nb.{m[1]}' if m else ''))
+        want.append((e[:-6], f'hyperclip_nb.{m[1]}' if m else ''))
     assert _map_rows(README, 'nbs/') == want
     assert _map_rows(_index_cell('## Notebook map'), '') == want
 
@@ -86,3 +95,36 @@ def test_notebooks_store_no_widget_state_or_progress_bars():
                 if WIDGET in o.get('data', {}): bad.append(f"{p.name} cell {i}: widget output")
                 elif BAR.search(text): bad.append(f"{p.name} cell {i}: progress bar")
     assert not bad, "strip these (python scripts/strip_widgets.py):\n" + '\n'.join(bad)
+
+def test_sidebar_lists_every_page_once_in_sections():
+    "The sidebar holds the docs home, then every notebook and method.md exactly once, each in a numbered section."
+    entries = [e for _, es in _sidebar() for e in es]
+    pages = sorted(['index.ipynb', 'method.md'] + [p.name for p in (ROOT/'nbs').glob('[0-9]*.ipynb')])
+    assert sorted(entries) == pages and len(entries) == len(set(entries)), set(entries) ^ set(pages)
+    assert _sidebar()[0] == ('', ['index.ipynb'])
+    assert all(re.match(r'\d+ · ', s) for s, _ in _sidebar()[1:]), [s for s, _ in _sidebar()]
+
+def test_titles_say_their_place():
+    "Each notebook's title starts with its place in the sidebar: '1.3 · The HNet' is the third page of section 1."
+    bad = []
+    for s, es in _sidebar()[1:]:
+        n = s.split(' · ')[0]
+        for k, e in enumerate(es, 1):
+            if not e.endswith('.ipynb'): continue
+            md = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/e).read_text())['cells'] if c['cell_type'] == 'markdown']
+            title = next((m[1] for t in md if (m := re.search(r'^# (.+)$', t, re.M))), None)
+            if not (title or '').startswith(f'{n}.{k} · '): bad.append(f'{e}: {title!r} (want "{n}.{k} · ...")')
+    assert not bad, '\n'.join(bad)
+
+def test_links_between_pages_resolve():
+    "Every relative link in README and in the notebooks' markdown points at a file of the repository."
+    bad = []
+    srcs = [('README.md', README, ROOT)] + [(p.name, '\n'.join(''.join(c['source']) for c in json.loads(p.read_text())['cells']
+                                                                if c['cell_type'] == 'markdown'), ROOT/'nbs')
+                                           for p in sorted((ROOT/'nbs').glob('*.ipynb'))]
+    srcs.append(('method.md', (ROOT/'nbs/method.md').read_text(), ROOT/'nbs'))
+    for name, text, base in srcs:
+        for link in re.findall(r'\]\(([^)\s#]+)(?:#[^)]*)?\)', text):
+            if re.match(r'[a-z]+:', link): continue                          # http:, https:, mailto:
+            if not (base/link).exists(): bad.append(f'{name}: {link}')
+    assert not bad, 'links to nothing:\n' + '\n'.join(bad)
