@@ -128,3 +128,15 @@ def test_links_between_pages_resolve():
             if re.match(r'[a-z]+:', link): continue                          # http:, https:, mailto:
             if not (base/link).exists(): bad.append(f'{name}: {link}')
     assert not bad, 'links to nothing:\n' + '\n'.join(bad)
+
+def test_start_page_is_generated_and_in_step():
+    "README's five sentences are `five_sentences` of the committed files; its start-page sections are the docs home's."
+    from hyperclip_nb.report import five_sentences
+    load = lambda p: json.loads((ROOT/'nbs/results'/p).read_text())
+    five = five_sentences(RESULTS, load('hnet-ablation/ablation.json'), load('control/results.json'))
+    assert _section(README, '## The result in five sentences', '## Before you start') == '## The result in five sentences\n\n' + five
+    for a, b in (('## Why generate', '## The result in five'), ('## Before you start', '## How to read'), ('## How to read', '## Install and run')):
+        assert _section(README, a, b).replace('](nbs/', '](') == _index_cell(a)
+    assert (ROOT/'nbs/images/pipeline.png').stat().st_size > 10_000
+    cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs/index.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    assert any('plot_pipeline()' in c for c in cells) and any('five_sentences(' in c for c in cells)
