@@ -160,7 +160,8 @@ def plot_reconstruction(reports:dict,   # split name -> `reconstruction_report`
     for name, r in reports.items():
         sns.histplot(r['rel_err'].cpu().numpy(), ax=axes[0], label=name, stat='density', element='step', fill=False)
         axes[1].scatter(r['acc'].cpu().numpy(), r['acc_recon'].cpu().numpy(), s=10, label=name, alpha=0.7)
-    axes[0].set(xlabel='relative error of Dec(μ(W))', ylabel='tasks (density)'); axes[0].legend()
+    axes[0].set(xlabel='relative error of Dec(μ(W))', ylabel='tasks (density)', title='reconstruction error'); axes[0].legend()
     axes[1].plot([0, 1], [0, 1], 'k--', lw=0.8)
-    axes[1].set(xlabel='query accuracy of W', ylabel='of Dec(μ(W))'); axes[1].legend()
+    axes[1].set(xlabel='query accuracy of W', ylabel='query accuracy of Dec(μ(W))', title='what reconstruction costs (- - no loss)')
+    axes[1].legend()
     return axes
