@@ -158,7 +158,7 @@ METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncon
 
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
-CALIBRATION = {   # the targets of Meta-Shapes 2 (issue 17), on the meta-test tasks, before any guided method is run on a world
+CALIBRATION = {   # the targets of Meta-Shapes 2, on the meta-test tasks, before any guided method is run on a world
     'oracle_finetune >= 0.80': lambda m, c: m['oracle_finetune'] >= 0.80,
     'zero_shot_clip >= chance + 0.10': lambda m, c: m['zero_shot_clip'] >= c + 0.10,
     'zero_shot_clip <= oracle_finetune - 0.20': lambda m, c: m['zero_shot_clip'] <= m['oracle_finetune'] - 0.20,

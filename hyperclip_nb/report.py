@@ -95,19 +95,19 @@ def plot_n_shot(res:dict, ax=None):
         ax.plot(c['n'], 100 * m, marker='o', label=name, color=col)
         ax.fill_between(c['n'], 100 * (m - s), 100 * (m + s), alpha=0.15, color=col)
     ax.set(xlabel='support pairs per answer (n)', ylabel='query accuracy (%)', title=f"n-shot, {res['dataset']} ({res['config']})")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc='upper center', bbox_to_anchor=(0.5, -0.2), frameon=False)   # below: the curves stay visible
     return ax
 
 def plot_guidance_sweep(res:dict, ax=None):
-    "Meta-test zero-shot accuracy against the guidance scale γ (symlog axis), one line per method, ± std over seeds."
+    "Meta-test zero-shot accuracy against the guidance scale γ (the swept values, evenly spaced), one line per method, ± std over seeds."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 4))
     for m, sw in res['guidance_sweep'].items():
         g = np.array([float(k) for k in sw]); a = 100 * np.array(list(sw.values()))
         sd = res.get('guidance_sweep_std', {}).get(m, {})
-        ax.errorbar(g, a, yerr=100 * np.array([sd.get(k) or 0. for k in sw]), marker='o', capsize=3, label=m)
-    ax.set_xscale('symlog', linthresh=1); ax.set_xticks(g); ax.set_xticklabels([f'{x:g}' for x in g])
-    ax.axvline(1, color='grey', lw=0.8, ls=':')   # γ = 1: the plain conditional model, no extra guidance
+        ax.errorbar(np.arange(len(g)), a, yerr=100 * np.array([sd.get(k) or 0. for k in sw]), marker='o', capsize=3, label=m)
+    ax.set_xticks(np.arange(len(g)), [f'{x:g}' for x in g])   # one tick per swept γ: none collide
+    if 1. in g: ax.axvline(list(g).index(1.), color='grey', lw=0.8, ls=':')   # γ = 1: the plain conditional model
     ax.set(xlabel='guidance scale γ', ylabel='meta-test zero-shot accuracy (%)', title='classifier-free guidance')
     ax.legend(fontsize=8); return ax
 

@@ -140,3 +140,13 @@ def test_start_page_is_generated_and_in_step():
     assert (ROOT/'nbs/images/pipeline.png').stat().st_size > 10_000
     cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs/index.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
     assert any('plot_pipeline()' in c for c in cells) and any('five_sentences(' in c for c in cells)
+
+TINY_NOTE = 'the accuracies they print are noise, not results'
+METHOD_LESSONS = ('04_clip_adapter', '05_baselines', '06_hypernet', '07_hvae', '08_hyperclip', '10_hyperldm', '11a_bridge')
+
+def test_tiny_runs_say_they_are_plumbing_checks():
+    "In each method lesson, a one-line note before its tiny-world cells says their numbers are a plumbing check."
+    for name in METHOD_LESSONS:
+        md = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown']
+        full = next(i for i, t in enumerate(md) if t.startswith('## Full run'))
+        assert any(TINY_NOTE in t for t in md[:full]), f'{name}: no plumbing-check note before ## Full run'
