@@ -11,8 +11,8 @@ from pathlib import Path
 from .core import *
 
 # %% auto #0
-__all__ = ['REFERENCE_RESULTS', 'BENCHES', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_compare', 'cmd_bench',
-           'cmd_gpu_check', 'cmd_features', 'main']
+__all__ = ['REFERENCE_RESULTS', 'BENCHES', 'DEMO_APP', 'UsageError', 'build_parser', 'cmd_data', 'cmd_reproduce', 'cmd_compare',
+           'cmd_bench', 'cmd_gpu_check', 'cmd_features', 'demo_command', 'cmd_demo', 'main']
 
 # %% ../nbs/13_cli.ipynb #c057282b
 class UsageError(HyperclipError):
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog='hyperclip_nb', description='Generate task-adapted network weights from a question: '
                 'train every stage and print the zero-shot results table.')
     p.add_argument('--debug', action='store_true', help='show tracebacks instead of one-line errors')
-    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check,features}', parser_class=_Parser)
+    sub = p.add_subparsers(dest='command', metavar='{data,reproduce,compare,bench,gpu-check,features,demo}', parser_class=_Parser)
     d = sub.add_parser('data', help='write a Meta-Shapes dataset, or a Meta-VQA rehearsal folder (the published tasks, synthetic images)')
     d.add_argument('--dataset', choices=['metashapes', 'metavqa-rehearsal'], default='metashapes')
     d.add_argument('--splits', default=None, help='metavqa-rehearsal: folder with meta_train.json and prompt_meta.json (and meta_test.json), '
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument('--size', choices=['paper', 'tiny'], default='paper', help='sizes of the stage steps (default paper)')
     gc.add_argument('--abs-tol', type=_nonneg_float, default=2.0, help='tolerance of the comparison in accuracy points (default 2)')
     gc.add_argument('--k', type=_nonneg_float, default=2.0, help="or K times the row's larger seed std, if larger (default 2)")
-    _add_features_parser(sub)
+    _add_features_parser(sub); _add_demo_parser(sub)
     for q in (d, r, c, b, gc): q.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
@@ -309,6 +309,34 @@ def cmd_features(args) -> int:
     else: print(f"{done}; features: {r['path']}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #02076b65
+DEMO_APP = Path(__file__).parent/'apps'/'demo.ipynb' if '__file__' in globals() else Path('../hyperclip_nb/apps/demo.ipynb')
+
+def _add_demo_parser(sub):
+    "The `demo` command's arguments."
+    a = sub.add_parser('demo', help='serve the demo as a web app (Voilà): type a question, compare the methods')
+    a.add_argument('--config', choices=[p for p in PRESETS if p != 'control'], default='default', help='the preset whose models the app uses (default: default)')
+    a.add_argument('--port', type=_positive_int, default=8866, help='port on localhost (default 8866)')
+    a.add_argument('--browser', action='store_true', help='open a browser tab (default: print the address only)')
+    a.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return a
+
+def demo_command(args) -> list[str]:
+    "The Voilà command line that serves `DEMO_APP` for the parsed `demo` arguments (the preset travels in the environment)."
+    import importlib.util
+    if importlib.util.find_spec('voila') is None:
+        raise UsageError('the demo app needs Voilà: pip install "hyperclip_nb[demo]" (or pip install voila)')
+    if not DEMO_APP.exists(): raise UsageError(f"{DEMO_APP}: the app notebook is missing; reinstall hyperclip_nb")
+    return [sys.executable, '-m', 'voila', str(DEMO_APP), f'--port={args.port}', '--Voila.ip=127.0.0.1',
+            *([] if args.browser else ['--no-browser']), '--VoilaConfiguration.show_tracebacks=True']
+
+def cmd_demo(args) -> int:
+    "Serve the app until interrupted; the models of `--config` are loaded when the page opens."
+    import subprocess
+    cmd = demo_command(args)
+    print(f"serving the demo ({args.config} models) at http://127.0.0.1:{args.port}/ ; Ctrl-C stops it", flush=True)
+    return subprocess.call(cmd, env=os.environ | {'HYPERCLIP_NB_DEMO_PRESET': args.config})
+
 # %% ../nbs/13_cli.ipynb #eab71275
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `hyperclip_nb` console script."
@@ -316,9 +344,9 @@ def main(argv:list[str]|None=None) -> int:
     debug = '--debug' in argv
     try:
         args = build_parser().parse_args(argv)
-        if args.command is None: raise UsageError("choose a command: data, reproduce, compare, bench, gpu-check or features (see hyperclip_nb --help)")
+        if args.command is None: raise UsageError("choose a command: data, reproduce, compare, bench, gpu-check, features or demo (see hyperclip_nb --help)")
         return {'data': cmd_data, 'reproduce': cmd_reproduce, 'compare': cmd_compare, 'bench': cmd_bench,
-                'gpu-check': cmd_gpu_check, 'features': cmd_features}[args.command](args)
+                'gpu-check': cmd_gpu_check, 'features': cmd_features, 'demo': cmd_demo}[args.command](args)
     except HyperclipError as e:
         if debug: raise
         print(f"hyperclip_nb: error: {e}", file=sys.stderr); return 2

@@ -20,9 +20,10 @@ from .configs import stage_configs
 from .pipeline import Run
 
 # %% auto #0
-__all__ = ['METHODS', 'DemoInputError', 'normalize_question', 'known_questions', 'find_family', 'UnknownWordsError',
-           'check_vocabulary', 'DemoState', 'demo_images', 'encode_pil', 'generate_weights', 'DemoResult',
-           'answer_question', 'plot_predictions', 'DemoApp', 'demo_app']
+__all__ = ['METHODS', 'GUIDED', 'SWEEP', 'DemoInputError', 'normalize_question', 'known_questions', 'find_family',
+           'UnknownWordsError', 'check_vocabulary', 'DemoState', 'demo_images', 'encode_pil', 'generate_weights',
+           'DemoResult', 'answer_question', 'plot_predictions', 'standard_error', 'compare_methods', 'plot_comparison',
+           'DemoApp', 'demo_app']
 
 # %% ../nbs/14_demo.ipynb #b8773a18
 class DemoInputError(HyperclipError, ValueError):
@@ -77,6 +78,7 @@ class DemoState:
     ldm: HyperLDM
     hyperclip: HyperClip
     seen: dict               # question -> 'meta_train' | 'meta_test' for the tasks of the world the models were fit on
+    cond: torch.nn.Module    # conditional multitask's hypernetwork H: question embedding [B, d] -> adapter weights [B, D]
 
     @classmethod
     def load(cls, preset:str='default') -> 'DemoState':
@@ -87,7 +89,7 @@ class DemoState:
         clip, tok, size = load_clip(run.cfgs['clip'], run.cfgs['data'])
         seen = {q: name for name, s in run.features().splits.items() for q in s.questions}
         _STATES[key] = cls(preset, run.cfgs, clip.eval(), tok, size, run.generator('hnet'), run.latents('hnet').z_init,
-                           run.hyperldm('hnet'), run.hyperclip('hnet').eval(), seen)
+                           run.hyperldm('hnet'), run.hyperclip('hnet').eval(), seen, run.cond_multitask().eval())
         return _STATES[key]
 
 # %% ../nbs/14_demo.ipynb #d9a95f26
@@ -130,14 +132,21 @@ def encode_pil(state:DemoState, images:list) -> torch.Tensor:
     return state.clip.encode_image(normalize_images(x)).float()
 
 # %% ../nbs/14_demo.ipynb #474cad5f
-METHODS = {'hyperldm': 'HyperLDM (classifier-free guidance)', 'hyperclip': 'HyperCLIP guidance'}
+METHODS = {'hyperldm': 'HyperLDM (classifier-free guidance)', 'hyperclip': 'HyperCLIP guidance',
+           'cond_multitask': 'conditional multitask (regression, no guidance)', 'zero_shot_clip': 'zero-shot CLIP (no adapter)'}
+GUIDED = ('hyperldm', 'hyperclip')      # the methods the guidance scale γ applies to
 
 def generate_weights(state:DemoState, question:torch.Tensor, method:str='hyperldm', guidance_scale:float=1.,
                      seed:int=0, steps:int=50) -> torch.Tensor:
-    "Adapter weights [B, D] for question embeddings [B, d]: a HyperLDM sample or HyperCLIP-guided latent, decoded by G."
+    """Adapter weights [B, D] for question embeddings [B, d]: a HyperLDM sample or a HyperCLIP-guided latent decoded by G,
+    conditional multitask's regression H(q), or the identity adapter of zero-shot CLIP (the last two ignore γ and seed)."""
     if method not in METHODS: raise DemoInputError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
         raise DemoInputError(f"guidance scale {guidance_scale!r}: must be a number >= 0 (1 = no extra guidance)")
+    if method == 'zero_shot_clip':
+        return identity_adapter(len(question), question.shape[-1], state.cfgs['hnet'].hidden, device=question.device)
+    if method == 'cond_multitask':
+        with torch.no_grad(): return state.cond(question)
     if method == 'hyperldm':
         with torch.no_grad(): z = state.ldm.sample(question, float(guidance_scale), steps, generator=seed)   # [B, k]
     else:
@@ -152,7 +161,7 @@ def generate_weights(state:DemoState, question:torch.Tensor, method:str='hyperld
 class DemoResult:
     "What `answer_question` found for one question."
     question: str                 # normalized
-    method: str                   # 'hyperldm' | 'hyperclip'
+    method: str                   # a key of `METHODS`
     guidance_scale: float
     seed: int
     answers: list                 # candidate answers, in prompt order
@@ -172,9 +181,10 @@ class DemoResult:
         novelty = {'meta_train': 'a meta-train question (seen in training)', 'meta_test': 'a held-out meta-test question',
                    None: 'a question the models never saw'}[self.seen_in]
         lines = [f"{self.question!r}: {novelty}" + (f", family {self.family}" if self.family else ', of no known family'),
-                 f"{METHODS[self.method]}, γ = {self.guidance_scale:g}, seed {self.seed}; answers: {', '.join(self.answers)}"]
+                 f"{METHODS[self.method]}" + (f", γ = {self.guidance_scale:g}" if self.method in GUIDED else '')
+                 + f", seed {self.seed}; answers: {', '.join(self.answers)}"]
         if self.accuracy is None: lines.append('accuracy: unknown (nobody knows the true answers of a new kind of question)')
-        else: lines.append(f"accuracy {self.accuracy:.0%} on {len(self.predictions)} images "
+        else: lines.append(f"accuracy {self.accuracy:.0%} ± {standard_error(self.accuracy, len(self.predictions)):.0%} on {len(self.predictions)} images "
                            f"(zero-shot CLIP {self.clip_accuracy:.0%}, chance {1 / len(self.answers):.0%})")
         return '\n'.join(lines)
 
@@ -249,6 +259,46 @@ def plot_predictions(res:DemoResult, ncols:int=6, ax=None):
     ax[0].figure.tight_layout()
     return ax
 
+# %% ../nbs/14_demo.ipynb #ac5e3457
+def standard_error(p:float, n:int) -> float:
+    "One binomial standard error of an accuracy `p` measured on `n` images: sqrt(p (1 - p) / n)."
+    return float(np.sqrt(p * (1 - p) / n))
+
+SWEEP = (0., 1., 2., 4., 7.5)           # the guidance scales `compare_methods` sweeps for HyperLDM
+
+def compare_methods(question:str, methods=tuple(METHODS), n_images:int=120, seed:int=0, state:DemoState|None=None,
+                    gammas=SWEEP, guidance_scale:float=1., **kw) -> dict:
+    """Every method of `methods` on the same `n_images` images of `question` (γ = `guidance_scale` for the guided ones),
+    and HyperLDM at each γ of `gammas`: {'question', 'n', 'rows': {method: (accuracy, standard error)}, 'sweep': {γ:
+    (accuracy, standard error)}, 'chance'}. Accuracies are None for a question of no known family (`kw` passes its
+    answers and template)."""
+    if unknown := [m for m in methods if m not in METHODS]: raise DemoInputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if not methods: raise DemoInputError("choose at least one method to compare")
+    state = state or DemoState.load()
+    run = lambda m, g: answer_question(question, m, g, seed, n_images, state, plot=False, **kw)
+    acc = lambda r: None if r.accuracy is None else (r.accuracy, standard_error(r.accuracy, n_images))
+    rows = {m: acc(r := run(m, guidance_scale)) for m in methods}
+    sweep = {float(g): acc(run('hyperldm', g)) for g in gammas} if 'hyperldm' in methods else {}
+    return {'question': r.question, 'n': n_images, 'rows': rows, 'sweep': sweep, 'chance': 1 / len(r.answers)}
+
+def plot_comparison(cmp:dict, axes=None):
+    "Bars: each method's accuracy ± one standard error; beside them, HyperLDM's accuracy against γ. Returns the axes."
+    import matplotlib.pyplot as plt
+    if axes is None: _, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={'width_ratios': (3, 2)})
+    rows = {m: v for m, v in cmp['rows'].items() if v is not None}
+    axes[0].barh([METHODS[m] for m in rows], [100 * a for a, _ in rows.values()], xerr=[100 * s for _, s in rows.values()],
+                 color='#9bb7d4', capsize=3)
+    axes[0].axvline(100 * cmp['chance'], color='grey', ls=':', lw=1, label='chance')
+    axes[0].set(xlabel=f"accuracy (%) on {cmp['n']} images, ± 1 s.e.", xlim=(0, 100), title=repr(cmp['question']))
+    axes[0].legend(loc='lower right', fontsize=8)
+    if sw := {g: v for g, v in cmp['sweep'].items() if v is not None}:
+        g = list(sw); axes[1].errorbar(range(len(g)), [100 * a for a, _ in sw.values()], yerr=[100 * s for _, s in sw.values()],
+                                       marker='o', capsize=3)
+        axes[1].set_xticks(range(len(g)), [f'{x:g}' for x in g])
+        axes[1].set(xlabel='guidance scale γ', ylabel='HyperLDM accuracy (%)', title='the guidance sweep')
+    else: axes[1].axis('off')
+    plt.tight_layout(); return axes
+
 # %% ../nbs/14_demo.ipynb #702ca238
 def _png_output(fig) -> dict:
     "A display_data output holding `fig` as a PNG (no front end or IPython display formatter needed)."
@@ -269,24 +319,37 @@ class DemoApp:
         self.method = w.Dropdown(options=[(v, k) for k, v in METHODS.items()], value='hyperldm', description='method', style=style)
         self.guidance = w.FloatSlider(1., min=0., max=15., step=0.5, description='guidance γ', style=style)
         self.seed = w.IntText(0, description='seed', layout=w.Layout(width='180px'), style=style)
+        self.compare = w.SelectMultiple(options=[(v, k) for k, v in METHODS.items()], value=tuple(METHODS), rows=4,
+                                        description='compare', layout=wide, style=style)
+        self.n_images = w.BoundedIntText(120, min=1, max=1000, description='images', layout=w.Layout(width='180px'), style=style)
         self.button = w.Button(description='Answer', button_style='primary', icon='play')
         self.out = w.Output()
         self.result = None          # the last DemoResult, or the error it raised
         self.button.on_click(self.submit)
         self.box = w.VBox([self.question, self.answers, self.template, w.HBox([self.method, self.seed]), self.guidance,
-                           self.button, self.out])
+                           w.HBox([self.compare, self.n_images]), self.button, self.out])
+        self.comparison = None      # the last `compare_methods` result
 
     def submit(self, _=None) -> DemoResult|None:
         "Answer the question in the widgets and show the result (or the input error) in `out`."
         self.out.outputs = ()
+        kw = dict(answers=self.answers.value, template=self.template.value)
         try:
             self.result = answer_question(self.question.value, self.method.value, self.guidance.value, self.seed.value,
-                                          state=self.state, answers=self.answers.value, template=self.template.value)
+                                          state=self.state, **kw)
+            self.comparison = (compare_methods(self.question.value, self.compare.value, self.n_images.value, self.seed.value,
+                                               self.state, guidance_scale=self.guidance.value, **kw)
+                               if self.compare.value and self.result.accuracy is not None else None)
         except HyperclipError as e:
             self.result = e
             self.out.append_stdout(f"Cannot answer: {e}\n")
             return None
-        self.out.append_stdout(self.result.summary() + '\n')
+        c, text = self.comparison, self.result.summary() + '\n'
+        if c: text += f"On {c['n']} images: " + '; '.join(f"{METHODS[m]} {100 * a:.1f} ± {100 * s:.1f} %" for m, (a, s) in c['rows'].items()) + '\n'
+        self.out.append_stdout(text)
+        if c:
+            import matplotlib.pyplot as plt
+            fig = plot_comparison(c)[0].figure; self.out.outputs += (_png_output(fig),); plt.close(fig)
         self.out.outputs += (_png_output(self.result.figure),)
         return self.result
 
