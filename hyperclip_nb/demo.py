@@ -4,6 +4,8 @@
 
 # %% ../nbs/14_demo.ipynb #23ecc959
 from __future__ import annotations
+# Over 300 lines for a reason: one app, from the question's words to the scored images, the method comparison and
+# the widgets; each piece is used only by the next.
 import base64, functools, io, random
 from dataclasses import dataclass, field
 import numpy as np
