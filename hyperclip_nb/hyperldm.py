@@ -19,7 +19,7 @@ from .diffusion import DiffusionConfig, Denoiser, NoiseSchedule, fit_diffusion, 
 # %% auto #0
 __all__ = ['GAMMAS', 'ETAS', 'COORDS', 'standardize', 'latent_coords', 'HyperLDM', 'clip_range', 'fit_hyperldm',
            'cached_hyperldm', 'choose_guidance', 'choose_sampler', 'hyperldm_zero_shot', 'guidance_sweep',
-           'compare_samplers', 'plot_samples_beside_finetuned', 'sample_ensemble']
+           'compare_samplers', 'plot_samples_beside_finetuned', 'plot_guidance_on_task', 'sample_ensemble']
 
 # %% ../nbs/10_hyperldm.ipynb #da000007
 GAMMAS = (0., 1., 1.5, 2., 4., 7.5, 15.)   # guidance scales of the sweep [release, plus 2]
@@ -203,6 +203,29 @@ def plot_samples_beside_finetuned(ldm:HyperLDM, lat:Latents, tb, g:float=1., n_t
         ax.scatter(*xy[len(z) + j], s=160, marker='*', color=c, edgecolor='k')
     ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title=f'samples (dots) and fine-tuned latents (stars), γ = {g:g}')
     ax.legend(fontsize=6, loc='best'); return ax
+
+# %% ../nbs/10_hyperldm.ipynb #09f145c5
+def plot_guidance_on_task(ldm:HyperLDM, lat:Latents, tb, task:int=0, gammas=(0., 1., 4., 15.), n_samples:int=64,
+                          seed:int=0, axes=None):
+    """The same task's HyperLDM samples at each guidance scale of `gammas`, one panel each, on the first two principal
+    components of the precomputed latents (grey): as γ grows the samples leave the unconditional cloud and gather, and
+    the star marks the task's latent fitted on its support set. Returns the axes."""
+    import matplotlib.pyplot as plt
+    if axes is None: _, axes = plt.subplots(1, len(gammas), figsize=(4 * len(gammas), 3.6), sharex=True, sharey=True)
+    cloud = lat.latents.flatten(0, 1).double()
+    cloud = cloud[torch.randperm(len(cloud), generator=torch.Generator().manual_seed(seed))[:4000].to(cloud.device)]
+    mu = cloud.mean(0); basis = torch.linalg.svd(cloud - mu, full_matrices=False)[2][:2]      # [2, k]
+    proj = lambda z: ((z.double() - mu) @ basis.T).cpu().numpy()
+    q = tb.question[task:task + 1].expand(n_samples, -1)
+    star = proj(lat.oracle_meta_test[task:task + 1])[0]
+    for ax, g in zip(axes, gammas):
+        with torch.no_grad(): z = ldm.sample(q, float(g), 50, seed)                              # [n_samples, k]
+        ax.scatter(*proj(cloud).T, s=3, color='0.8', label='precomputed latents')
+        ax.scatter(*proj(z).T, s=10, alpha=0.7, label='samples')
+        ax.scatter(*star, s=200, marker='*', color='gold', edgecolor='k', label='fitted on its support set')
+        ax.set(title=f'γ = {g:g}', xlabel='PC1')
+    axes[0].set_ylabel('PC2'); axes[0].legend(fontsize=7, loc='best')
+    plt.suptitle(repr(tb.questions[task]), y=1.02); return axes
 
 # %% ../nbs/10_hyperldm.ipynb #a3f243e4
 def sample_ensemble(ldm:HyperLDM, G:torch.nn.Module, tb, g:float=1., n:int=16, steps:int|None=50, eta:float=0.,
