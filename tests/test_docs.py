@@ -99,7 +99,7 @@ def test_notebooks_store_no_widget_state_or_progress_bars():
 def test_sidebar_lists_every_page_once_in_sections():
     "The sidebar holds the docs home, then every notebook and method.md exactly once, each in a numbered section."
     entries = [e for _, es in _sidebar() for e in es]
-    pages = sorted(['index.ipynb', 'method.md'] + [p.name for p in (ROOT/'nbs').glob('[0-9]*.ipynb')])
+    pages = sorted(['index.ipynb'] + [p.name for p in (ROOT/'nbs').glob('*.md')] + [p.name for p in (ROOT/'nbs').glob('[0-9]*.ipynb')])
     assert sorted(entries) == pages and len(entries) == len(set(entries)), set(entries) ^ set(pages)
     assert _sidebar()[0] == ('', ['index.ipynb'])
     assert all(re.match(r'\d+ · ', s) for s, _ in _sidebar()[1:]), [s for s, _ in _sidebar()]
@@ -122,7 +122,7 @@ def test_links_between_pages_resolve():
     srcs = [('README.md', README, ROOT)] + [(p.name, '\n'.join(''.join(c['source']) for c in json.loads(p.read_text())['cells']
                                                                 if c['cell_type'] == 'markdown'), ROOT/'nbs')
                                            for p in sorted((ROOT/'nbs').glob('*.ipynb'))]
-    srcs.append(('method.md', (ROOT/'nbs/method.md').read_text(), ROOT/'nbs'))
+    srcs += [(p.name, p.read_text(), ROOT/'nbs') for p in sorted((ROOT/'nbs').glob('*.md'))]
     for name, text, base in srcs:
         for link in re.findall(r'\]\(([^)\s#]+)(?:#[^)]*)?\)', text):
             if re.match(r'[a-z]+:', link): continue                          # http:, https:, mailto:
