@@ -135,7 +135,7 @@ def test_start_page_is_generated_and_in_step():
     load = lambda p: json.loads((ROOT/'nbs/results'/p).read_text())
     five = five_sentences(RESULTS, load('hnet-ablation/ablation.json'), load('control/results.json'))
     assert _section(README, '## The result in five sentences', '## Before you start') == '## The result in five sentences\n\n' + five
-    for a, b in (('## Why generate', '## The result in five'), ('## Before you start', '## How to read'), ('## How to read', '## Install and run')):
+    for a, b in (('## Why generate', '## The result in five'), ('## Before you start', '## How to read'), ('## How to read', '## Time plan'), ('## Time plan', '## Install and run')):
         assert _section(README, a, b).replace('](nbs/', '](') == _index_cell(a)
     assert (ROOT/'nbs/images/pipeline.png').stat().st_size > 10_000
     cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs/index.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
