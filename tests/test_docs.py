@@ -150,3 +150,17 @@ def test_tiny_runs_say_they_are_plumbing_checks():
         md = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown']
         full = next(i for i, t in enumerate(md) if t.startswith('## Full run'))
         assert any(TINY_NOTE in t for t in md[:full]), f'{name}: no plumbing-check note before ## Full run'
+
+def test_every_readme_section_is_in_the_docs_home():
+    """README is the docs home rendered (nbdev_readme): each of its sections is a markdown cell of index.ipynb with the
+    same text, so regenerating README from the home loses nothing the tests above check (the five sentences are
+    generated there, by a code cell)."""
+    cells = [''.join(c['source']).rstrip('\n') for c in json.loads((ROOT/'nbs/index.ipynb').read_text())['cells'] if c['cell_type'] == 'markdown']
+    heads = re.findall(r'^## .+$', README, re.M)
+    bad = []
+    for i, h in enumerate(heads):
+        end = README.index(heads[i + 1]) if i + 1 < len(heads) else len(README)
+        body = README[README.index(h):end].rstrip('\n').replace('](nbs/', '](')
+        if h == '## The result in five sentences': body = h
+        if body not in cells: bad.append(h)
+    assert not bad, f"README sections missing from, or different in, nbs/index.ipynb: {bad}"
