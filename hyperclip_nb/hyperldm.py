@@ -217,10 +217,10 @@ def plot_guidance_on_task(ldm:HyperLDM, lat:Latents, tb, task:int=0, gammas=(0.,
     mu = cloud.mean(0); basis = torch.linalg.svd(cloud - mu, full_matrices=False)[2][:2]      # [2, k]
     proj = lambda z: ((z.double() - mu) @ basis.T).cpu().numpy()
     q = tb.question[task:task + 1].expand(n_samples, -1)
-    star = proj(lat.oracle_meta_test[task:task + 1])[0]
+    star, grey = proj(lat.oracle_meta_test[task:task + 1])[0], proj(cloud)       # the same in every panel
     for ax, g in zip(axes, gammas):
         with torch.no_grad(): z = ldm.sample(q, float(g), 50, seed)                              # [n_samples, k]
-        ax.scatter(*proj(cloud).T, s=3, color='0.8', label='precomputed latents')
+        ax.scatter(*grey.T, s=3, color='0.8', label='precomputed latents')
         ax.scatter(*proj(z).T, s=10, alpha=0.7, label='samples')
         ax.scatter(*star, s=200, marker='*', color='gold', edgecolor='k', label='fitted on its support set')
         ax.set(title=f'γ = {g:g}', xlabel='PC1')

@@ -53,7 +53,8 @@ def test_demo_app_in_a_browser(app_url):
         assert "'where is the red circle?'" in text, text
         for m in ('HyperLDM', 'HyperCLIP', 'conditional multitask', 'zero-shot CLIP'): assert m in text, text
         assert '±' in text and 'accuracy' in text, text
-        imgs = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.widget-output img') or None)
+        two = lambda d: (lambda i: i if len(i) >= 2 else None)(d.find_elements(By.CSS_SELECTOR, '.widget-output img'))
+        imgs = wait.until(two)                                   # the comparison and the grid, both rendered
         assert len(imgs) >= 2 and all(i.size['width'] > 100 for i in imgs[:2]), [i.size for i in imgs]   # comparison and grid
     except Exception:
         print(log.read_text()[-3000:]); raise
