@@ -208,6 +208,7 @@ def load_module(folder:str|Path, spec:dict, device:str|torch.device='cpu') -> to
     model.load_state_dict(sd)
     return model.eval()
 
+# %% ../nbs/05_baselines.ipynb #50d1d202
 def _cached_stage(stage:str, part:str, feats:Features, cfg, fit, save, load):
     """(object, history) of a baseline trained by `fit(feats, cfg)` once, written by `save(obj, folder)`, then loaded by
     `load(folder)` onto the features' device; the key is the features' key plus `cfg` as `part`, carried by the object."""
@@ -247,4 +248,3 @@ def cached_film(feats:Features, cfg:FilmConfig) -> tuple[FilmModel, dict]:
     spec = _module_spec('film', feats.d, cfg)
     return _cached_stage('film', 'film', feats, cfg, fit_cond_multitask_film,
                          lambda m, out: save_module(m, spec, out), lambda p: load_module(p, spec, feats.device))
-

@@ -4,8 +4,6 @@
 
 # %% ../nbs/13_cli.ipynb #95878a43
 from __future__ import annotations
-# Over 300 lines for a reason: one parser and one short function per command (data, reproduce, compare, bench,
-# gpu-check, features, demo), all held to the same contract: bad input is one line and a non-zero exit.
 import argparse, os, shutil, sys, tempfile, traceback
 from pathlib import Path
 from .core import *

@@ -4,8 +4,6 @@
 
 # %% ../nbs/03_clip_features.ipynb #278cbbad
 from __future__ import annotations
-# Over 300 lines for a reason: one job, the frozen features: loading a CLIP, encoding (DataLoader decoding, shards that make a
-# long extraction resumable and divisible between processes), the index tables and `Features` that every stage reads.
 import os, json, time, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -4,8 +4,6 @@
 
 # %% ../nbs/01a_configs.ipynb #6f3deefe
 from __future__ import annotations
-# Over 300 lines for a reason: it only collects the config dataclasses that the stage notebooks define beside their
-# code (cells marked `#| export configs`) and the two functions that pick them; there is no logic to split off.
 from dataclasses import dataclass, field
 from .core import *
 from .meta_shapes import MetaShapesConfig

@@ -4,8 +4,6 @@
 
 # %% ../nbs/00_core.ipynb #0d5fc2be
 from __future__ import annotations
-# Over 300 lines for a reason: the base every stage stands on: errors, the config base class with its checks, atomic writes,
-# the artifact cache with its lock, seeds and progress bars; each part is small and all are used everywhere.
 import os, re, sys, json, math, time, random, hashlib, shutil, tempfile, dataclasses, contextlib, contextvars, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path

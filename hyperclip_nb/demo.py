@@ -4,8 +4,6 @@
 
 # %% ../nbs/14_demo.ipynb #23ecc959
 from __future__ import annotations
-# Over 300 lines for a reason: one app, from the question's words to the scored images, the method comparison and
-# the widgets; each piece is used only by the next.
 import base64, functools, io, random
 from dataclasses import dataclass, field
 import numpy as np
@@ -24,8 +22,8 @@ from .pipeline import Run
 # %% auto #0
 __all__ = ['METHODS', 'GUIDED', 'SWEEP', 'DemoInputError', 'normalize_question', 'known_questions', 'find_family',
            'UnknownWordsError', 'check_vocabulary', 'DemoState', 'demo_images', 'encode_pil', 'generate_weights',
-           'DemoResult', 'answer_question', 'plot_predictions', 'standard_error', 'compare_methods', 'plot_comparison',
-           'DemoApp', 'demo_app']
+           'DemoResult', 'scored_images', 'answer_question', 'plot_predictions', 'standard_error', 'compare_methods',
+           'plot_comparison', 'DemoApp', 'demo_app']
 
 # %% ../nbs/14_demo.ipynb #b8773a18
 class DemoInputError(HyperclipError, ValueError):
@@ -196,13 +194,21 @@ def _parse_answers(answers) -> list[str]:
     return list(dict.fromkeys(a.strip().lower() for a in answers if a.strip()))
 
 # %% ../nbs/14_demo.ipynb #d380c500
+def scored_images(question:str, n_images:int, seed:int, state:DemoState) -> tuple:
+    "(images, truths, features [1, N, d]): `n_images` images for `question` (`demo_images`), encoded by the demo's CLIP."
+    images, truths = demo_images(normalize_question(question), n_images, seed, state.cfgs['data'])
+    return images, truths, encode_pil(state, images)[None]
+
 def answer_question(question:str, method:str='hyperldm', guidance_scale:float=1., seed:int=0, n_images:int=12,
                     state:DemoState|None=None,
                     answers:str|list|None=None,   # candidate answers (list or comma-separated) for a question of no known family
                     template:str|None=None,       # its prompt template with one '{}', e.g. 'the square is {}'
                     steps:int=50,                 # DDIM steps of HyperLDM
-                    plot:bool=True) -> DemoResult:
-    "Generate adapter weights for `question` with `method` and answer it on `n_images` Meta-Shapes images."
+                    plot:bool=True,
+                    scored:tuple|None=None) -> DemoResult:
+    """Generate adapter weights for `question` with `method` and answer it on `n_images` Meta-Shapes images. `scored`:
+    the (images, truths, features [1, N, d]) of `scored_images` for the same question, seed and `n_images`, so that
+    several methods are scored on one rendering and one encoding of the images."""
     state = state or DemoState.load()
     q = normalize_question(question)
     check_vocabulary(state.tok, q, 'question')
@@ -223,8 +229,8 @@ def answer_question(question:str, method:str='hyperldm', guidance_scale:float=1.
     if n_images < 1: raise DemoInputError(f"n_images={n_images}: must be >= 1")
     text = encode_texts(state.clip, state.tok, [q] + prompts)                    # [1 + A, d]
     W = generate_weights(state, text[:1], method, guidance_scale, seed, steps)   # [1, D]
-    images, truths = demo_images(q, n_images, seed, state.cfgs['data'])
-    x = encode_pil(state, images)[None]                                                       # [1, N, d]
+    images, truths, x = scored or scored_images(q, n_images, seed, state)
+    if len(images) != n_images: raise DemoInputError(f"scored holds {len(images)} images but n_images={n_images}")
     mask = torch.ones(1, len(answers), dtype=torch.bool, device=x.device)                     # [1, A]
     W0 = identity_adapter(1, x.shape[-1], state.cfgs['hnet'].hidden, generator=as_generator(seed, x.device))   # zero-shot CLIP
     with torch.no_grad():
@@ -277,7 +283,9 @@ def compare_methods(question:str, methods=tuple(METHODS), n_images:int=120, seed
     if unknown := [m for m in methods if m not in METHODS]: raise DemoInputError(f"unknown methods {unknown}; choose from {list(METHODS)}")
     if not methods: raise DemoInputError("choose at least one method to compare")
     state = state or DemoState.load()
-    run = lambda m, g: answer_question(question, m, g, seed, n_images, state, plot=False, **kw)
+    check_vocabulary(state.tok, normalize_question(question), 'question')      # the words first, then the images
+    scored = scored_images(question, n_images, seed, state)                   # rendered and encoded once, for every row
+    run = lambda m, g: answer_question(question, m, g, seed, n_images, state, plot=False, scored=scored, **kw)
     acc = lambda r: None if r.accuracy is None else (r.accuracy, standard_error(r.accuracy, n_images))
     rows = {m: acc(r := run(m, guidance_scale)) for m in methods}
     sweep = {float(g): acc(run('hyperldm', g)) for g in gammas} if 'hyperldm' in methods else {}

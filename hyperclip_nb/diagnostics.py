@@ -4,8 +4,6 @@
 
 # %% ../nbs/12a_diagnostics.ipynb #f396b6b7
 from __future__ import annotations
-# Over 300 lines for a reason: the shortfall per kind of question and the HNet ablation that tests its diagnosis
-# score the same rows on the same cached models, so they stay one module.
 import json, time
 from pathlib import Path
 import numpy as np

@@ -118,6 +118,7 @@ def clip_eps(sched:NoiseSchedule, x:torch.Tensor, t:int, eps:torch.Tensor, x0_ma
     x0c = x0.clamp(-x0_max, x0_max)
     return torch.where(x0c != x0, (x - math.sqrt(ab) * x0c) / math.sqrt(1 - ab), eps)
 
+# %% ../nbs/09_diffusion.ipynb #6347c94a
 def sampler_generator(generator:torch.Generator|int|None, device:str|torch.device|None, sched:NoiseSchedule) -> torch.Generator:
     """The samplers' generator: on `device` when given (a generator on another device raises `ConfigError`), else on the
     generator's own device when one is passed, else on the schedule's device; an int (or None: 0) seeds a new one there."""

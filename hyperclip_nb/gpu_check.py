@@ -4,8 +4,6 @@
 
 # %% ../nbs/12d_gpu_check.ipynb #b9ac1fce
 from __future__ import annotations
-# Over 300 lines for a reason: one check, whose eleven stage builders (a few lines each, one per trained stage) belong
-# beside the timing, the report and the command that run them; split, the check would be read in pieces.
 import contextlib, gc, json, math, os, statistics, time, traceback
 from functools import partial
 from pathlib import Path

@@ -54,6 +54,7 @@ def latent_coords(lat:Latents, coords:str='pca', rel_tol:float=1e-6) -> tuple[to
     back = lambda t: t.to(z.device, z.dtype)
     return back(x0), lat.questions().flatten(0, 1), back(mu), back(basis)
 
+# %% ../nbs/10_hyperldm.ipynb #364043a8
 @dataclass
 class HyperLDM:
     "A latent diffusion model over whitened (or standardized) latents of one space, conditioned on question embeddings."

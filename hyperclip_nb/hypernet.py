@@ -4,8 +4,6 @@
 
 # %% ../nbs/06_hypernet.ipynb #5dbaf56e
 from __future__ import annotations
-# Over 300 lines for a reason: one stage of the paper: the generator, latent-only MAML (unconditional and conditional), the
-# precomputed adaptation dataset of method §3, and their cached artifacts, whose keys every later stage extends.
 import time, dataclasses
 from dataclasses import dataclass
 from functools import partial
@@ -253,6 +251,7 @@ class Latents:
                             f"the latents were built on other features")
         return cls(**{n: t[n] for n in cls.stored()}, val_idx=None if val_idx is None else val_idx.to(device))
 
+# %% ../nbs/06_hypernet.ipynb #21280505
 def val_tasks(feats:Features, pre:PrecomputeConfig) -> torch.Tensor:
     """The validation tasks of latents precomputed with `pre` on `feats`: the meta-train positions that `validation_split`
     holds out at `pre.val_frac` [N_val], on the features' device. A fixed split (seed 2021), the same on every device."""

@@ -4,8 +4,6 @@
 
 # %% ../nbs/01_meta_shapes.ipynb #892f515d
 from __future__ import annotations
-# Over 300 lines for a reason: vocabulary, question families, scenes, captions, rendering, the task planner and the builder
-# all read the same definitions; split, one world would be spread over modules (the 0.2.0 world is meta_shapes_v1).
 import json, math, random, itertools, hashlib, os, sys, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field

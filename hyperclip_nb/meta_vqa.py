@@ -4,8 +4,6 @@
 
 # %% ../nbs/02_meta_vqa.ipynb #024cd837
 from __future__ import annotations
-# Over 300 lines for a reason: one data format: the Meta-VQA builder from VQA v2 + COCO, the published split's loader, and the checks
-# that say which file is missing or wrong.
 import os, re, json, random, hashlib, shutil, tempfile, contextlib, urllib.request, urllib.error
 from collections import Counter
 from pathlib import Path

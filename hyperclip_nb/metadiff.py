@@ -4,8 +4,6 @@
 
 # %% ../nbs/11_metadiff.ipynb #md000003
 from __future__ import annotations
-# Over 300 lines for a reason: MetaDiff is a method of its own: episodes, the gradient-conditioned denoiser, training, sampling, its
-# baselines on the same episodes, and the memory benchmark behind the paper's claim against MAML.
 import copy, json, math, os, subprocess, sys, time
 from dataclasses import dataclass
 import numpy as np
@@ -445,12 +443,14 @@ def plot_accuracy_vs_shots(res:dict, ax=None, methods:tuple|None=None):
     "Query accuracy (%) ± 95 % CI against K for each method of a `metadiff_few_shot` result; returns the Axes."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
-    for m in methods or list(res):
+    ms = list(methods or res)
+    for j, m in enumerate(ms):
         ks = sorted(int(k[:-4]) for k in res[m] if k.endswith('shot'))
-        ax.errorbar(ks, [100 * res[m][f'{k}shot'] for k in ks], yerr=[100 * res[m][f'{k}shot_ci95'] for k in ks],
-                    marker='o', capsize=3, label=m)
+        off = 0.08 * (j - (len(ms) - 1) / 2) * max(1, ks[-1] - ks[0]) / 4     # dodge: rows that coincide stay visible
+        ax.errorbar([k + off for k in ks], [100 * res[m][f'{k}shot'] for k in ks], yerr=[100 * res[m][f'{k}shot_ci95'] for k in ks],
+                    marker='os^vDP*'[j % 7], capsize=3, label=m)
     ax.set(xlabel='K (shots per class)', ylabel='query accuracy (%)', xticks=ks)
-    ax.legend(fontsize=7, loc='best')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)   # outside: seven rows would cover the bars
     return ax
 
 def plot_trajectory(traj:list, ep:Episodes, ax=None):
@@ -472,5 +472,5 @@ def plot_trajectory(traj:list, ep:Episodes, ax=None):
         ax.plot(*xy[S * N + N + c], '*', color=col, ms=12, label='class mean (target)' if c == 0 else None)
         ax.plot(*xy[S * N + 2 * N + c], 'x', color=col, ms=7, label='text prompt' if c == 0 else None)
     ax.set(xlabel=f'PC1 ({var[0]:.0%})', ylabel=f'PC2 ({var[1]:.0%})', title='denoising trajectory (normalized)')
-    ax.legend(fontsize=7, loc='best')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)
     return ax

@@ -4,8 +4,6 @@
 
 # %% ../nbs/12b_report.ipynb #65445db1
 from __future__ import annotations
-# Over 300 lines for a reason: every reader of a results dict lives here (tables, figures, comparison, the paper's
-# claim, the README section), so that one change to results.json's layout is one notebook's change.
 import json
 from pathlib import Path
 import numpy as np

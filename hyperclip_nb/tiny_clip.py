@@ -4,8 +4,6 @@
 
 # %% ../nbs/02a_tiny_clip.ipynb #5e0c7a21
 from __future__ import annotations
-# Over 300 lines for a reason: one model and its training: the tiny CLIP's tokenizer and builder, and its two recipes
-# (v1 statements, v2 captions), each a data pool and two training stages, which share the loss and the stage loop.
 import math, random, time, itertools
 from pathlib import Path
 import numpy as np

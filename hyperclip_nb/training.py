@@ -4,8 +4,6 @@
 
 # %% ../nbs/00b_training.ipynb #c05a818d
 from __future__ import annotations
-# Over 300 lines for a reason: the one training loop of every stage and the checkpoints that let it resume belong
-# together: the loop decides where it may stop and what a resumed run must find.
 import sys, time, random, signal, warnings, threading, contextlib
 from dataclasses import dataclass, field
 from pathlib import Path

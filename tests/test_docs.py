@@ -164,3 +164,34 @@ def test_every_readme_section_is_in_the_docs_home():
         if h == '## The result in five sentences': body = h
         if body not in cells: bad.append(h)
     assert not bad, f"README sections missing from, or different in, nbs/index.ipynb: {bad}"
+
+def _section_notebooks(n:int) -> list:
+    "The notebooks of sidebar section n, in order."
+    return [e[:-6] for s, es in _sidebar() if s.startswith(f'{n} · ') for e in es if e.endswith('.ipynb')]
+
+MAX_WORDS, MAX_LINES = 250, 60
+
+def test_method_lessons_have_short_cells():
+    "Section 1's lessons: no markdown cell over 250 words, no code cell over 60 lines (split them where a new term starts)."
+    bad = []
+    for name in _section_notebooks(1):
+        for i, c in enumerate(json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text())['cells']):
+            s = ''.join(c['source'])
+            if c['cell_type'] == 'markdown' and len(s.split()) > MAX_WORDS: bad.append(f'{name} cell {i}: {len(s.split())} words')
+            if c['cell_type'] == 'code' and len(s.splitlines()) > MAX_LINES: bad.append(f'{name} cell {i}: {len(s.splitlines())} lines')
+    assert _section_notebooks(1)[:2] == ['04_clip_adapter', '04a_meta_learning'] and not bad, '\n'.join(bad)
+
+def test_method_lessons_open_with_their_equation_and_end_with_a_figure():
+    """Every lesson of sections 1 and 4 opens (the cell or two after its title) with what you will learn and a display equation,
+    and stores a figure in its last part: after '## Full run', or in its last section before Meta-VQA and the export."""
+    bad = []
+    for name in _section_notebooks(1) + _section_notebooks(4):
+        cells = json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text())['cells']
+        md = [(i, ''.join(c['source'])) for i, c in enumerate(cells) if c['cell_type'] == 'markdown']
+        opening = md[1][1] + (md[2][1] if md[2][0] == md[1][0] + 1 else '')     # it may be split in two cells
+        if not ('**What you will learn**' in opening and '$$' in opening): bad.append(f'{name}: cell {md[1][0]} lacks what you will learn or $$')
+        heads = [(i, t) for i, t in md if t.startswith('## ') and not t.startswith(('## On Meta-VQA', '## Export'))]
+        start = next((i for i, t in heads if t.startswith('## Full run')), heads[-1][0])
+        if not any('image/png' in o.get('data', {}) for c in cells[start:] for o in c.get('outputs', [])):
+            bad.append(f'{name}: no stored figure after cell {start}')
+    assert not bad, '\n'.join(bad)
