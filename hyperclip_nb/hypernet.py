@@ -30,7 +30,7 @@ __all__ = ['init_latent', 'generator_params', 'HNet', 'latent_task_loss', 'laten
 def init_latent(params:dict,            # the HNet's parameters by name (`dict(model.named_parameters())`)
                 question:torch.Tensor   # [B, d] question embeddings
                ) -> torch.Tensor:
-    "Each task's initial latent [B, k]: the learned z0 for every task (Algorithm 4), or P q_τ (Algorithm 7)."
+    "Each task's initial latent [B, k]: the learned z0 for every task (Algorithm 4), or A q_τ (Algorithm 7)."
     if 'z0' in params: return params['z0'].expand(len(question), -1)
     return question @ params['P.weight'].T + params['P.bias']
 
@@ -39,7 +39,7 @@ def generator_params(params:dict) -> dict:
     return {k[2:]: v for k, v in params.items() if k.startswith('G.')}
 
 class HNet(torch.nn.Module):
-    "Generator G_φ: latent [..., k] → adapter weights [..., D], plus each task's initial latent (z0, or P q when conditional)."
+    "Generator G_φ: latent [..., k] → adapter weights [..., D], plus each task's initial latent (z0, or A q when conditional)."
     def __init__(self, d:int, cfg:HNetConfig, conditional:bool=False):
         super().__init__()
         self.d, self.conditional = d, conditional
@@ -107,7 +107,7 @@ def hnet_meta_grad_loop(model:HNet, tb:TaskBatch, n_steps:torch.Tensor, max_step
         if not second_order: z = z.detach().requires_grad_(True)
         loss = task_loss(model(z), *(t[i] for t in outer))
         if second_order: grads = torch.autograd.grad(loss, params)
-        else:   # direct gradient at fixed z_K, plus ∂L/∂z_K carried back to z0 (or to P through z0 = P q)
+        else:   # direct gradient at fixed z_K, plus ∂L/∂z_K carried back to z0 (or to A through z0 = A q)
             g_z, = torch.autograd.grad(loss, z, retain_graph=True)
             grads = torch.autograd.grad(loss + (g_z * z0).sum(), params)
         total = [t + g / len(tb) for t, g in zip(total, grads)]
@@ -170,7 +170,7 @@ def load_hnet(path:str|Path, d:int, cfg:HNetConfig, conditional:bool=False, devi
     with torch.device(device): model = HNet(d, cfg, conditional)
     if missing := sorted({'G.0.weight', f'G.{len(model.G) - 1}.weight'} - set(sd)):
         raise DataError(f"{path}: lacks {missing}; it is not an HNet checkpoint (save_hnet writes one)")
-    kind = lambda c: 'conditional (P q)' if c else 'unconditional (z0)'
+    kind = lambda c: 'conditional (A q)' if c else 'unconditional (z0)'
     if ('P.weight' in sd) != conditional:
         raise DataError(f"{path} holds a {kind('P.weight' in sd)} HNet but a {kind(conditional)} one was asked for")
     k, D = sd['G.0.weight'].shape[1], sd[f'G.{len(model.G) - 1}.weight'].shape[0]

@@ -24,7 +24,7 @@ from .clip_adapter import cached_oracle
 from .baselines import FilmModel, cached_uncond_multitask, cached_mnet_maml, cached_cond_multitask, cached_film
 
 # %% auto #0
-__all__ = ['METAVQA_ENV', 'MetaVQASource', 'vqa_features', 'dataset_features', 'Run', 'metavqa_run']
+__all__ = ['METAVQA_ENV', 'MetaVQASource', 'vqa_features', 'dataset_features', 'stage_name', 'Run', 'metavqa_run', 'plot_stages']
 
 # %% ../nbs/11b_pipeline.ipynb #e813b406
 @dataclass
@@ -122,6 +122,12 @@ def dataset_features(dataset:str, cfgs:dict, data_root:str|None=None, timings:di
         return with_key(Features.load(art.path, device), key)   # two copies never share an artifact
 
 # %% ../nbs/11b_pipeline.ipynb #0669f8f8
+def stage_name(key) -> str:
+    "A `Run` stage's name: 'hnet', 'cond_hnet', or the stage with its space or K in brackets ('latents[hvae]', 'metadiff[5]')."
+    if isinstance(key, str): return key
+    head, arg = key
+    return ('cond_hnet' if arg else 'hnet') if head == 'hnet' else f'{head}[{arg}]'
+
 class Run:
     """One seed of the whole pipeline: each method builds one stage of the paper through the artifact cache (trained
     once, then loaded), keeps it for the life of the object, and takes its inputs from the stages before it.
@@ -138,6 +144,7 @@ class Run:
         self.device = use_device(resolve_device(device))
         self.timings = {} if timings is None else timings   # seconds per stage built here (data, clip, features)
         self._memo = {}
+        self._building, self.edges = [], set()   # edges: (input stage, stage) pairs seen while building (`plot_stages`)
 
     def __repr__(self): return f"Run({self.dataset}, seed={self.seed}, device={self.device}, built={list(self._memo)})"
 
@@ -147,7 +154,13 @@ class Run:
         return Run(self.base | cfgs, self.seed, self.dataset, self.data_root, device=self.device)
 
     def _once(self, key, build):
-        if key not in self._memo: self._memo[key] = build()
+        "The stage `key`, built by `build()` the first time; a call made while another stage builds is one of its inputs."
+        name = stage_name(key)
+        if self._building: self.edges.add((name, self._building[-1]))
+        if key not in self._memo:
+            self._building.append(name)
+            try: self._memo[key] = build()
+            finally: self._building.pop()
         return self._memo[key]
 
     def _space(self, space:str) -> str:
@@ -238,3 +251,36 @@ def metavqa_run(seed:int=0, preset:str='paper', device:str|torch.device='auto') 
         tag = '' if clip == REHEARSAL_CLIP else os.environ.get('HYPERCLIP_NB_METAVQA_PRETRAINED', 'openai')
         cfgs['clip'] = ClipConfig(model=clip, pretrained=tag)
     return Run(cfgs, seed, 'metavqa', str(Path(root).expanduser()), device=device)
+
+# %% ../nbs/11b_pipeline.ipynb #032b6c39
+def plot_stages(run:Run, ax=None):
+    """The stages `run` has built, in columns by depth (a stage sits one column right of its deepest input), with an
+    arrow from each input to each stage built from it (`run.edges`); the features feed every stage, and their arrows
+    are drawn only to the stages that read nothing else. Returns the Axes."""
+    import math, matplotlib.pyplot as plt
+    nodes = {n for e in run.edges for n in e} | {stage_name(k) for k in run._memo}
+    ins = {n: {a for a, b in run.edges if b == n} for n in nodes}
+    depth = {}
+    def d(n):
+        if n not in depth: depth[n] = 1 + max((d(a) for a in ins[n]), default=-1)
+        return depth[n]
+    cols, pos = {}, {}
+    for n in sorted(nodes): cols.setdefault(d(n), []).append(n)
+    for x in sorted(cols):                  # each column ordered by its stages' mean input height: fewer crossings
+        if x: cols[x].sort(key=lambda n: -sum(pos[a][1] for a in ins[n]) / len(ins[n]))
+        pos |= {n: (x, -y + (len(cols[x]) - 1) / 2) for y, n in enumerate(cols[x])}
+    if ax is None: _, ax = plt.subplots(figsize=(2.2 * len(cols) + 1, 0.55 * max(map(len, cols.values())) + 1))
+    ax.set(xlim=(-0.6, len(cols) - 0.4), ylim=(min(p[1] for p in pos.values()) - 0.8, max(p[1] for p in pos.values()) + 0.8))
+    bb = ax.get_window_extent(); sx, sy = [v * 72 / ax.figure.dpi / w for v, w in
+                                          ((bb.width, len(cols) + 0.2), (bb.height, ax.get_ylim()[1] - ax.get_ylim()[0]))]
+    def gap(n, dx, dy):                  # points from a box's centre to its edge along the direction (dx, dy), in points
+        return min((2.6 * len(n) + 6) / max(abs(dx), 1e-9), 9 / max(abs(dy), 1e-9)) * math.hypot(dx, dy)
+    for a, b in sorted(run.edges):
+        if a == 'features' and len(ins[b]) > 1: continue     # every stage reads the features: drawn where nothing else feeds it
+        dx, dy = (pos[b][0] - pos[a][0]) * sx, (pos[b][1] - pos[a][1]) * sy
+        ax.annotate('', pos[b], pos[a], zorder=1, arrowprops=dict(arrowstyle='-|>', color='0.5', lw=0.8, mutation_scale=9,
+                                                               shrinkA=gap(a, dx, dy) + 2, shrinkB=gap(b, dx, dy) + 3))
+    for n, (x, y) in pos.items():
+        ax.text(x, y, n, ha='center', va='center', fontsize=8, zorder=3, bbox=dict(boxstyle='round', fc='#e8eef6', ec='#9bb7d4'))
+    ax.axis('off'); ax.set_title(f'{len(nodes)} stages, {len(run.edges)} inputs')
+    return ax

@@ -12,16 +12,18 @@ from .metadiff import plot_accuracy_vs_shots
 from .diagnostics import ablation_stats
 
 # %% auto #0
-__all__ = ['CHOICE_SYMBOLS', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'WORLD_NAMES', 'CONTROL_WORLD', 'PIPELINE_BOXES',
-           'results_markdown', 'plot_n_shot', 'plot_guidance_sweep', 'plot_few_shot', 'save_figure', 'load_results',
-           'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results', 'compare_results',
-           'comparison_markdown', 'paper_claim', 'readme_results', 'world_name', 'results_section', 'update_readme',
-           'plot_pipeline', 'five_sentences']
+__all__ = ['CHOICE_SYMBOLS', 'CHOICE_NOTE', 'PAPER_METAVQA', 'GUIDED', 'ROW_LABELS', 'WORLD_NAMES', 'CONTROL_WORLD',
+           'PIPELINE_BOXES', 'results_markdown', 'plot_n_shot', 'plot_guidance_sweep', 'plot_few_shot', 'save_figure',
+           'load_results', 'paper_comparison', 'plot_methods', 'plot_task_classification', 'plot_results',
+           'compare_results', 'comparison_markdown', 'paper_claim', 'readme_results', 'world_name', 'results_section',
+           'update_readme', 'plot_pipeline', 'five_sentences']
 
 # %% ../nbs/12b_report.ipynb #0d8795ed
 def _pct(x): return '—' if x is None else f'{100 * x:.2f}'
 
 CHOICE_SYMBOLS = {'gamma': 'γ', 'eta': 'η', 'guide_steps': 'S'}
+CHOICE_NOTE = ('Chosen per seed on the validation tasks: S, the number of HyperCLIP guidance steps (at most 50); γ, '
+               "HyperLDM's classifier-free guidance scale; η, its DDIM noise (0 deterministic, 1 like ancestral sampling).")
 
 def results_markdown(res:dict) -> str:
     "The paper-style table of a results dict, as Markdown."
@@ -282,6 +284,7 @@ def readme_results(res:dict) -> str:
         if m == best_fs: fs = f'**{fs}**'
         ch = '; '.join(f"{CHOICE_SYMBOLS.get(k, k)} = {', '.join(f'{v:g}' for v in vs)}" for k, vs in r.get('choice', {}).items())
         lines.append(f'| {ROW_LABELS.get(m, m)} | {zs} | {fs} | {ch} |')
+    if any(r.get('choice') for r in M.values()): lines += ['', CHOICE_NOTE]
     if c.get('checks'):
         lines += ['', '| calibration target | met |', '|---|---|'] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in c['checks'].items()]
     kinds = {m: M[m]['per_kind'] for m in ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask',
@@ -303,6 +306,9 @@ def readme_results(res:dict) -> str:
         lines += ['', '| N-way K-shot episodes | ' + ' | '.join(f'{k} (%)' for k in ks) + ' |', '|---|' + '---|' * len(ks)]
         lines += [f'| {m} | ' + ' | '.join(_pct(r[k]) + (f" ± {_pct(r['std'][k])}" if r['std'][k] is not None else '') for k in ks) + ' |'
                   for m, r in few.items()]
+        lines += ['', "The episodes (`11_metadiff`) are N-way K-shot tasks drawn from the meta-test tasks: `metadiff_gate1` is MetaDiff "
+                  "with its time gate forced open, and `support_mean` and `zero_shot_prototypes` classify by the class means of the "
+                  "support images and by the answer prompts."]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/12b_report.ipynb #f5f3722e
@@ -369,14 +375,14 @@ def update_readme(readme_path:str|Path,   # the README.md to rewrite
     return new != text
 
 # %% ../nbs/12b_report.ipynb #f08d7460
-PIPELINE_BOXES = (('question\n"what colour is\nthe square?"', '$e_q$'), ('CLIP text\nencoder (frozen)', '$e_q$'),
+PIPELINE_BOXES = (('question\n"what colour is\nthe square?"', '$q$'), ('CLIP text\nencoder (frozen)', '$q$'),
                   ('HyperCLIP guidance\nor HyperLDM', '$z$'), ('HNet generator\n$G_\\varphi(z)$', '$W$'),
                   ('CLIP-Adapter with\nweights $W$', 'answer'))
 
 def plot_pipeline(ax=None):
-    """The zero-shot path as boxes and arrows: question → CLIP text embedding $e_q$ → a latent $z$ generated under the
+    """The zero-shot path as boxes and arrows: question → CLIP text embedding $q$ → a latent $z$ generated under the
     question (HyperCLIP guidance or HyperLDM) → the HNet's generator → adapter weights $W$ → the answer; beneath,
-    conditional multitask's direct regression $e_q \\to W$; above, the few-shot path (the support set fine-tunes $z$).
+    conditional multitask's direct regression $q \\to W$; above, the few-shot path (the support set fine-tunes $z$).
     Returns the Axes. `plot_pipeline().figure.savefig('nbs/images/pipeline.png', dpi=150, bbox_inches='tight')` writes
     README's copy."""
     import matplotlib.pyplot as plt
@@ -396,7 +402,7 @@ def plot_pipeline(ax=None):
     ax.text(xs[-1] + w + 0.55, y + h / 2, 'answer', va='center', fontsize=9)
     ax.annotate('', (xs[4] + 0.3, y - 0.08), (xs[1] + w / 2, y - 0.08),                            # the baseline's shortcut
                 arrowprops=dict(arrowstyle='->', lw=1.2, ls='--', color='#b03030', connectionstyle='arc3,rad=0.22'))
-    ax.text((xs[1] + w / 2 + xs[4] + 0.3) / 2, 0.05, 'conditional multitask: regress $W$ from $e_q$ in one step',
+    ax.text((xs[1] + w / 2 + xs[4] + 0.3) / 2, 0.05, 'conditional multitask: regress $W$ from $q$ in one step',
             ha='center', fontsize=9, color='#b03030')
     ax.annotate('', (xs[2] + w / 2, y + h + 0.08), (xs[2] + w / 2, y + h + 0.75), arrowprops=dict(arrowstyle='->', lw=1.1, color='#2a6f2a'))
     ax.text(xs[2] + w / 2, y + h + 0.8, 'few-shot: the support set fine-tunes $z$', ha='center', va='bottom', fontsize=9, color='#2a6f2a')
@@ -418,10 +424,10 @@ def five_sentences(res:dict, ablation:dict, control:dict) -> str:
     return (f"The paper claims that generating an adapter's weights from the question, by guiding a generative model of "
             f"adapted weights, beats the baselines and closes most of the gap to fine-tuning. On our default world it does not: "
             f"the best guided row, {label(g)}, scores {acc(g):.1f} % and closes {100 * pc['gap_closed']:.0f} % of the gap from the "
-            f"best unconditional row to the oracle ({acc('oracle_finetune'):.1f} %), {acc('cond_multitask') - acc(g):.1f} points "
+            f"best unconditional row to the oracle, an adapter fine-tuned on each test task's support set ({acc('oracle_finetune'):.1f} %), {acc('cond_multitask') - acc(g):.1f} points "
             f"below conditional multitask, which regresses the weights from the question in one step. The HNet's latent space "
             f"caps every guided row: a sampler that hit each test task's support-fitted latent would score "
-            f"{lo['latent ceiling']:.1f} %. The paper's latent width trained five times longer lifts that ceiling to "
+            f"{lo['latent ceiling']:.1f} %. The paper's latent width (128 numbers against our default's 32) trained five times longer lifts that ceiling to "
             f"{hi['latent ceiling']:.1f} % ({abs(d):.1f} points {'below' if d > 0 else 'above'} conditional multitask), but the "
             f"guided rows do not follow it ({lo['hnet_hyperldm']:.1f} → {hi['hnet_hyperldm']:.1f} % for HyperLDM, seeds "
             f"{', '.join(seeds)}). On a planted world built so that the question names the adapter, HyperLDM and HyperCLIP "

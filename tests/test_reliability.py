@@ -403,7 +403,7 @@ CASES = [
     ('ckpt-other-feature-dim', lambda t: load_hnet(hnet_file(t, d=6, conditional=True), 8, HNetConfig.tiny(), True), DataError,
      'on d=8 features'),
     ('ckpt-cond-vs-uncond', lambda t: load_hnet(hnet_file(t, conditional=True), 6, HNetConfig.tiny(), False), DataError,
-     'holds a conditional (P q) HNet but a unconditional (z0) one'),
+     'holds a conditional (A q) HNet but a unconditional (z0) one'),
     ('ckpt-hyperclip-other-d', lambda t: load_hyperclip(hyperclip_file(t, 10, 6), 10, 8, HyperClipConfig.tiny()), DataError,
      'embeds into d=6 but the features have d=8'),
     ('ckpt-hyperclip-other-input', lambda t: load_hyperclip(hyperclip_file(t, 10, 6), 12, 6, HyperClipConfig.tiny()), DataError,
