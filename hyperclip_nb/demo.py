@@ -316,6 +316,7 @@ def _png_output(fig) -> dict:
     return {'output_type': 'display_data', 'metadata': {},
             'data': {'image/png': base64.b64encode(buf.getvalue()).decode('ascii'), 'text/plain': '<predictions figure>'}}
 
+# %% ../nbs/14_demo.ipynb #ea8dc5f8
 class DemoApp:
     "The ipywidgets front end of `answer_question`. Display it in a notebook; `submit` is the button's callback."
     def __init__(self, state:DemoState|None=None, question:str|None=None):

@@ -165,6 +165,7 @@ def ablation_cell(preset:str, latent:int, epochs:int, seed:int, rows=ABLATION_RO
         add(run.replace(hyperldm=run.base['hyperldm'].replace(**kw)), 'hnet_hyperldm', f'hnet_hyperldm[{name}]')
     return {'zero_shot': zero, 'few_shot': few, 'info': info, 'ldm_variants': dict(ldm_variants or {}), 'seconds': time.perf_counter() - t0}
 
+# %% ../nbs/12a_diagnostics.ipynb #c3a97ed7
 def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=(10, 50), seeds=(0, 1, 2),
                   rows=ABLATION_ROWS, adam_steps:int=300, ldm_variants:dict|None=None) -> dict:
     """Every cell (latent width × epoch cap × seed) of `ablation_cell`, written to the JSON file `out` (atomically,
@@ -199,7 +200,6 @@ def hnet_ablation(out:str|Path, preset:str='default', latents=(32, 128), epochs=
                 save()
     return res
 
-
 # %% ../nbs/12a_diagnostics.ipynb #8516b25f
 ABLATION_COLUMNS = {'G(z0)': 'G(z0)', 'latent ceiling': 'ceiling', 'latent ceiling, Adam 300': '+ Adam 300',
                     'cond_hnet_maml': 'cond HNet-MAML',
@@ -230,6 +230,7 @@ def ablation_stats(res:dict, seeds=None) -> dict:
     out['_refs'] = {r: float(np.mean(list(v.values()))) for r, v in refs.items() if v}
     return out
 
+# %% ../nbs/12a_diagnostics.ipynb #cb511832
 def ablation_markdown(res:dict, columns=None, seeds=None) -> str:
     "The ablation as a Markdown table: one line per cell (latent width, epoch cap, epochs kept), mean ± std over seeds (%)."
     st = ablation_stats(res, seeds); refs = st.pop('_refs')
@@ -263,7 +264,6 @@ def plot_ablation(res:dict, rows=('latent ceiling', 'hnet_hyperldm', 'hnet_hyper
         ax.set(xlabel='epoch cap of the HNet', xticks=xs, title=f'latent width k = {k}')
     axes[0].set_ylabel('meta-test accuracy (%)'); axes[-1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1), frameon=False)
     plt.tight_layout(); return axes
-
 
 # %% ../nbs/12a_diagnostics.ipynb #a7482c99
 def early_stopping_report(out:str|Path, preset:str='default', latents=(32, 128), epochs:int=50, seed:int=0) -> dict:

@@ -112,6 +112,7 @@ def _oracle(run): return run.oracle()
 def _uncond_multitask(run): return ZeroShot(run.uncond_multitask())
 def _uncond_mnet_maml(run): return ZeroShot(run.mnet_maml())
 
+# %% ../nbs/12_evaluation.ipynb #3216bcce
 def _cond_multitask(run):
     H = run.cond_multitask()
     with torch.no_grad(): return ZeroShot(H(_questions(run)))
@@ -155,7 +156,6 @@ METHODS = {'zero_shot_clip': _zero_shot_clip, 'oracle_finetune': _oracle, 'uncon
            'cond_multitask_film': _cond_multitask_film, 'uncond_hnet_maml': _hnet_maml(False),
            'cond_hnet_maml': _hnet_maml(True), 'uncond_hvae': _uncond_hvae, 'hnet_hyperclip': _hyperclip('hnet'),
            'hvae_hyperclip': _hyperclip('hvae'), 'hnet_hyperldm': _hyperldm('hnet'), 'hvae_hyperldm': _hyperldm('hvae')}
-
 
 # %% ../nbs/12_evaluation.ipynb #67478bc6
 CALIBRATION = {   # the targets of Meta-Shapes 2, on the meta-test tasks, before any guided method is run on a world

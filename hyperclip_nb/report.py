@@ -286,7 +286,8 @@ def readme_results(res:dict) -> str:
         lines.append(f'| {ROW_LABELS.get(m, m)} | {zs} | {fs} | {ch} |')
     if any(r.get('choice') for r in M.values()): lines += ['', CHOICE_NOTE]
     if c.get('checks'):
-        lines += ['', '| calibration target | met |', '|---|---|'] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in c['checks'].items()]
+        lines += ['', "The calibration targets are what the world was built to satisfy, on rows that involve no guided method "
+                  "(`12_evaluation.CALIBRATION`; how they were met is in `01_meta_shapes`):", '', '| calibration target | met |', '|---|---|'] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in c['checks'].items()]
     kinds = {m: M[m]['per_kind'] for m in ('zero_shot_clip', 'oracle_finetune', 'uncond_multitask', 'cond_multitask',
                                           'hnet_hyperldm', 'hnet_hyperclip') if M.get(m, {}).get('per_kind')}
     if kinds:

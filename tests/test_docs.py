@@ -171,10 +171,10 @@ def _section_notebooks(n:int) -> list:
 
 MAX_WORDS, MAX_LINES = 250, 60
 
-def test_method_lessons_have_short_cells():
-    "Section 1's lessons: no markdown cell over 250 words, no code cell over 60 lines (split them where a new term starts)."
+def test_lessons_have_short_cells():
+    "Sections 1 and 2: no markdown cell over 250 words, no code cell over 60 lines (split them where a new term starts)."
     bad = []
-    for name in _section_notebooks(1):
+    for name in _section_notebooks(1) + _section_notebooks(2):
         for i, c in enumerate(json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text())['cells']):
             s = ''.join(c['source'])
             if c['cell_type'] == 'markdown' and len(s.split()) > MAX_WORDS: bad.append(f'{name} cell {i}: {len(s.split())} words')
