@@ -214,7 +214,7 @@ def plot_guidance_on_task(ldm:HyperLDM, lat:Latents, tb, task:int=0, gammas=(0.,
     import matplotlib.pyplot as plt
     if axes is None: _, axes = plt.subplots(1, len(gammas), figsize=(4 * len(gammas), 3.6), sharex=True, sharey=True)
     cloud = lat.latents.flatten(0, 1).double()
-    cloud = cloud[torch.randperm(len(cloud), generator=torch.Generator().manual_seed(seed))[:4000].to(cloud.device)]
+    cloud = cloud[torch.randperm(len(cloud), generator=torch.Generator().manual_seed(seed), device='cpu')[:4000].to(cloud.device)]
     mu = cloud.mean(0); basis = torch.linalg.svd(cloud - mu, full_matrices=False)[2][:2]      # [2, k]
     proj = lambda z: ((z.double() - mu) @ basis.T).cpu().numpy()
     q = tb.question[task:task + 1].expand(n_samples, -1)

@@ -4,7 +4,7 @@ import json, re
 from pathlib import Path
 
 WIDGET = 'application/vnd.jupyter.widget-view+json'
-BAR = re.compile(r'\d+/\d+ \[[\d:]+<[\d:?]+, ')
+BAR = re.compile(r'\d+/\d+ \[[\d:]+<[\d:?]+, ')       # a tqdm line: " 12/50 [00:03<00:07, "
 
 def strip(p:Path) -> int:
     nb, n = json.loads(p.read_text()), 0

@@ -80,8 +80,10 @@ def test_notebook_map_lists_every_notebook():
     assert _map_rows(README, 'nbs/') == want
     assert _map_rows(_index_cell('## Notebook map'), '') == want
 
-WIDGET = 'application/vnd.jupyter.widget-view+json'
-BAR = re.compile(r'\d+/\d+ \[[\d:]+<[\d:?]+, ')       # a tqdm line: " 12/50 [00:03<00:07, "
+import importlib.util
+_spec = importlib.util.spec_from_file_location('strip_widgets', ROOT/'scripts/strip_widgets.py')
+_strip = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_strip)
+WIDGET, BAR = _strip.WIDGET, _strip.BAR      # what the script removes is what the test looks for
 
 def test_notebooks_store_no_widget_state_or_progress_bars():
     "Stored outputs hold what a lesson shows: no ipywidgets state (it renders nowhere outside a live kernel) and no progress bars."
